@@ -1,0 +1,37 @@
+// RAII ownership of MPI for one process: init with thread support, rank/world, and the node-local rank
+// (from MPI_Comm_split_type(MPI_COMM_TYPE_SHARED), so it is right under mpirun, srun or any launcher).
+#pragma once
+#include <mpi.h>
+
+#include <string>
+
+namespace ddpm {
+
+class MpiContext {
+ public:
+  MpiContext(int* argc, char*** argv);
+  ~MpiContext();
+  MpiContext(const MpiContext&) = delete;
+  MpiContext& operator=(const MpiContext&) = delete;
+
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+  bool thread_multiple() const { return thread_level_ == MPI_THREAD_MULTIPLE; }
+  MPI_Comm comm() const { return MPI_COMM_WORLD; }
+  std::string hostname() const;
+
+ private:
+  bool owns_init_ = false;
+  int thread_level_ = MPI_THREAD_SINGLE;
+  int rank_ = 0;
+  int world_size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+};
+
+// Throws std::runtime_error with MPI's own text when code is not MPI_SUCCESS.
+void check_mpi(int code, const char* what);
+
+}  // namespace ddpm

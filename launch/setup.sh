@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Sets up a machine for ddpm and builds it. Idempotent: a second run with nothing to do takes seconds.
+#
+#   DDPM_TORCH_ENV    virtual environment holding the torch wheel (LibTorch). Default:
+#                     ${XDG_CACHE_HOME:-~/.cache}/ddpm/torch-2.11.0, outside the clone, so that every clone on
+#                     the machine shares the several GB of the wheel and its CUDA libraries.
+#   Torch_DIR         use an official LibTorch download instead (…/libtorch/share/cmake/Torch); no venv then.
+#   DDPM_BUILD_DIR    build folder (default: build)       DDPM_BUILD_TYPE  Release (default) | Debug | RelWithDebInfo
+#   DDPM_CMAKE_ARGS   extra CMake arguments, e.g. "-DDDPM_CUDA=OFF"
+#   DDPM_SKIP_APT=1   do not touch system packages (no root, or they are known to be there)
+set -euo pipefail
+
+readonly TORCH_VERSION=2.11.0
+readonly REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly TORCH_ENV="${DDPM_TORCH_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ddpm/torch-${TORCH_VERSION}}"
+readonly BUILD_DIR="${DDPM_BUILD_DIR:-$REPO_ROOT/build}"
+readonly BUILD_TYPE="${DDPM_BUILD_TYPE:-Release}"
+
+# Debian packages: toolchain, MPI, YAML, Prometheus (client library and the server the monitoring test
+# starts), GoogleTest, image/compression libraries, and the default data set.
+readonly APT_PACKAGES=(
+  build-essential cmake ninja-build ccache git python3 python3-venv
+  libopenmpi-dev openmpi-bin libyaml-cpp-dev prometheus-cpp-dev libgtest-dev libcli11-dev
+  zlib1g-dev libpng-dev libstb-dev nlohmann-json3-dev prometheus dataset-fashion-mnist
+)
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+install_apt_packages() {
+  [[ "${DDPM_SKIP_APT:-0}" == 1 ]] && return 0
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+torch_prefix() {
+  "$TORCH_ENV/bin/python" -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null
+}
+
+install_torch() {
+  [[ -n "${Torch_DIR:-}" ]] && return 0
+  if [[ -x "$TORCH_ENV/bin/python" ]] &&
+     [[ "$("$TORCH_ENV/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null)" == ${TORCH_VERSION}* ]]; then
+    return 0
+  fi
+  log "installing torch==${TORCH_VERSION} (LibTorch) into $TORCH_ENV (several GB, once per machine)"
+  mkdir -p "$(dirname "$TORCH_ENV")"
+  python3 -m venv "$TORCH_ENV"
+  "$TORCH_ENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$TORCH_ENV/bin/pip" install -q "torch==${TORCH_VERSION}" numpy
+}
+
+configure_and_build() {
+  local prefix_args=()
+  if [[ -n "${Torch_DIR:-}" ]]; then
+    prefix_args=(-DTorch_DIR="$Torch_DIR")
+  else
+    prefix_args=(-DCMAKE_PREFIX_PATH="$(torch_prefix)")
+  fi
+  if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
+    log "configuring $BUILD_DIR ($BUILD_TYPE)"
+    # shellcheck disable=SC2086
+    cmake -S "$REPO_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" "${prefix_args[@]}" \
+      ${DDPM_CMAKE_ARGS:-} >/dev/null
+  fi
+  cmake --build "$BUILD_DIR" -- -j"$(nproc)" | grep -v '^\[' || true
+  test -x "$BUILD_DIR/ddpm"
+}
+
+install_apt_packages
+install_torch
+configure_and_build
+log "ready: $BUILD_DIR/ddpm"

@@ -1,0 +1,1 @@
+// Translation unit that owns the torch precompiled header (ddpm_pch); other targets reuse it.
