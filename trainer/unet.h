@@ -1,0 +1,82 @@
+// The DDPM U-Net of Ho et al. 2020 (Appendix B; the reference `diffusion_tf/models/unet.py`): a sinusoidal
+// timestep embedding through an MLP, residual blocks (GroupNorm(32), Swish, dropout, the time embedding
+// added between the two convolutions), self-attention at chosen resolutions, strided-conv downsampling,
+// nearest + conv upsampling. The output conv starts at zero, so a fresh model predicts ε = 0.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace ddpm {
+
+struct UNetOptions {
+  int64_t image_size = 32;
+  int64_t in_channels = 3;
+  int64_t out_channels = 3;
+  int64_t channels = 128;
+  std::vector<int64_t> channel_mult = {1, 2, 2, 2};
+  int64_t num_res_blocks = 2;
+  std::vector<int64_t> attention_resolutions = {16};
+  double dropout = 0.1;
+};
+
+// Sinusoidal embedding of integer timesteps (Vaswani et al. 2017, as in the reference code: frequencies
+// exp(-log(10000) i / (half - 1))), shape [B, dim].
+torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim);
+
+class ResBlockImpl : public torch::nn::Module {
+ public:
+  ResBlockImpl(int64_t in_channels, int64_t out_channels, int64_t embedding_channels, double dropout);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& embedding);
+
+ private:
+  torch::nn::GroupNorm norm1_{nullptr}, norm2_{nullptr};
+  torch::nn::Conv2d conv1_{nullptr}, conv2_{nullptr};
+  torch::nn::Linear embedding_proj_{nullptr};
+  torch::nn::Dropout dropout_{nullptr};
+  torch::nn::Conv2d skip_{nullptr};  // 1x1 when the channel count changes
+};
+TORCH_MODULE(ResBlock);
+
+class AttentionBlockImpl : public torch::nn::Module {
+ public:
+  explicit AttentionBlockImpl(int64_t channels);
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  torch::nn::GroupNorm norm_{nullptr};
+  torch::nn::Conv2d q_{nullptr}, k_{nullptr}, v_{nullptr}, proj_out_{nullptr};
+};
+TORCH_MODULE(AttentionBlock);
+
+class UNetImpl : public torch::nn::Module {
+ public:
+  explicit UNetImpl(const UNetOptions& options);
+  // ε_θ(x_t, t): x [B, C, H, W], t [B] timestep indices → [B, C_out, H, W].
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t);
+  const UNetOptions& options() const { return options_; }
+  int64_t parameter_count() const;
+
+ private:
+  // One entry of the down or up path: a residual block with an optional attention block after it.
+  struct Stage {
+    ResBlock res{nullptr};
+    AttentionBlock attention{nullptr};
+  };
+
+  UNetOptions options_;
+  torch::nn::Linear time_fc1_{nullptr}, time_fc2_{nullptr};
+  torch::nn::Conv2d conv_in_{nullptr};
+  std::vector<Stage> down_stages_;
+  std::vector<torch::nn::Conv2d> downsamples_;  // one per level but the last
+  ResBlock mid_res1_{nullptr}, mid_res2_{nullptr};
+  AttentionBlock mid_attention_{nullptr};
+  std::vector<Stage> up_stages_;
+  std::vector<torch::nn::Conv2d> upsamples_;  // one per level but the first
+  torch::nn::GroupNorm norm_out_{nullptr};
+  torch::nn::Conv2d conv_out_{nullptr};
+};
+TORCH_MODULE(UNet);
+
+}  // namespace ddpm
