@@ -1,0 +1,57 @@
+// Checkpoint files: one versioned, checksummed file per step in the run directory, written atomically
+// (temp file, fsync, rename, fsync of the directory), so a crash at any moment leaves either the previous
+// set of checkpoints or the previous set plus the new one, never a half-written file under a final name.
+//
+// Layout (little-endian):
+//   "DDPMCKPT" | u32 format version | u32 metadata length | metadata (JSON text) |
+//   u64 payload length | payload (a torch archive of named tensors) | u32 CRC-32 of all bytes before it
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ddpm {
+
+class CheckpointError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Checkpoint {
+  int64_t step = 0;
+  std::string metadata;                          // JSON: config, RNG and sampler state, anything small
+  std::map<std::string, torch::Tensor> tensors;  // model, EMA and optimizer state by name (CPU)
+};
+
+inline constexpr uint32_t kCheckpointFormatVersion = 1;
+
+// "ckpt-000001234.ddpm": fixed width so that names sort by step.
+std::string checkpoint_file_name(int64_t step);
+
+// Writes atomically to dir/checkpoint_file_name(step); returns the final path. Throws CheckpointError
+// (disk full, unwritable directory) after removing its temp file; an existing checkpoint is never touched.
+std::filesystem::path write_checkpoint(const std::filesystem::path& dir, const Checkpoint& checkpoint);
+
+// Reads and verifies (magic, version, lengths against the file size, CRC). Throws CheckpointError naming
+// the file and what is wrong (with the byte offset where it applies).
+Checkpoint read_checkpoint(const std::filesystem::path& path);
+
+// The committed checkpoint files of dir, newest step first (names only; not verified).
+std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& dir);
+
+// The newest checkpoint that verifies. Corrupt newer ones are skipped, each reported through `warnings`.
+// Leftover temp files of an interrupted write are removed. nullopt when there is none.
+std::optional<Checkpoint> load_newest_valid_checkpoint(const std::filesystem::path& dir,
+                                                       std::vector<std::string>* warnings,
+                                                       std::filesystem::path* loaded_path = nullptr);
+
+// Deletes all but the newest `keep` committed checkpoints (never the newest one).
+void prune_checkpoints(const std::filesystem::path& dir, int64_t keep);
+
+}  // namespace ddpm
