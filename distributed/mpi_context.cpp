@@ -48,3 +48,45 @@ std::string MpiContext::hostname() const {
 }
 
 }  // namespace ddpm
+
+namespace ddpm {
+
+std::vector<std::string> MpiContext::gather_to_root(const std::string& bytes, int root) const {
+  int length = static_cast<int>(bytes.size());
+  std::vector<int> lengths(static_cast<size_t>(world_size_));
+  check_mpi(MPI_Gather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, root, comm()), "MPI_Gather of lengths");
+  std::vector<int> offsets(static_cast<size_t>(world_size_), 0);
+  int total = 0;
+  for (int r = 0; r < world_size_; ++r) {
+    offsets[static_cast<size_t>(r)] = total;
+    total += lengths[static_cast<size_t>(r)];
+  }
+  std::string all(rank_ == root ? static_cast<size_t>(total) : 0, '\0');
+  check_mpi(MPI_Gatherv(bytes.data(), length, MPI_BYTE, all.data(), lengths.data(), offsets.data(), MPI_BYTE, root,
+                        comm()),
+            "MPI_Gatherv");
+  std::vector<std::string> parts;
+  if (rank_ != root) return parts;
+  for (int r = 0; r < world_size_; ++r) {
+    parts.push_back(all.substr(static_cast<size_t>(offsets[static_cast<size_t>(r)]),
+                               static_cast<size_t>(lengths[static_cast<size_t>(r)])));
+  }
+  return parts;
+}
+
+std::string MpiContext::broadcast_string(const std::string& text, int root) const {
+  int length = static_cast<int>(text.size());
+  check_mpi(MPI_Bcast(&length, 1, MPI_INT, root, comm()), "MPI_Bcast of a length");
+  std::string result = rank_ == root ? text : std::string(static_cast<size_t>(length), '\0');
+  check_mpi(MPI_Bcast(result.data(), length, MPI_BYTE, root, comm()), "MPI_Bcast");
+  return result;
+}
+
+bool MpiContext::all_ok(bool ok) const {
+  int local = ok ? 1 : 0;
+  int global = 0;
+  check_mpi(MPI_Allreduce(&local, &global, 1, MPI_INT, MPI_MIN, comm()), "MPI_Allreduce of a flag");
+  return global == 1;
+}
+
+}  // namespace ddpm

@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <string>
+#include <vector>
 
 namespace ddpm {
 
@@ -21,6 +22,13 @@ class MpiContext {
   bool thread_multiple() const { return thread_level_ == MPI_THREAD_MULTIPLE; }
   MPI_Comm comm() const { return MPI_COMM_WORLD; }
   std::string hostname() const;
+  // Collectives on small host data (checkpoint bookkeeping, agreement on errors); not for tensors.
+  // Every rank's bytes, gathered at root (others get an empty vector).
+  std::vector<std::string> gather_to_root(const std::string& bytes, int root = 0) const;
+  // root's string on every rank.
+  std::string broadcast_string(const std::string& text, int root = 0) const;
+  // True on every rank when `ok` is true on every rank.
+  bool all_ok(bool ok) const;
 
  private:
   bool owns_init_ = false;

@@ -161,6 +161,7 @@ const std::vector<Field>& schema() {
       make_field<S>("run", "dir", "a string", [](Config& c) -> S& { return c.run.dir; },
                     [](const S& v) { if (v.empty()) throw std::invalid_argument("must not be empty"); }),
       make_field<uint64_t>("run", "seed", "a non-negative integer", [](Config& c) -> uint64_t& { return c.run.seed; }, {}),
+      make_field<S>("run", "device", "a string", [](Config& c) -> S& { return c.run.device; }, one_of({"auto", "cpu", "cuda"})),
       make_field<S>("data", "format", "a string", [](Config& c) -> S& { return c.data.format; },
                     one_of({"idx", "cifar10", "folder"})),
       make_field<S>("data", "path", "a string", [](Config& c) -> S& { return c.data.path; },

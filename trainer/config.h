@@ -16,6 +16,7 @@ class ConfigError : public std::runtime_error {
 struct RunConfig {
   std::string dir = "runs/fashion_mnist";
   uint64_t seed = 0;
+  std::string device = "auto";  // auto (CUDA when present, GPU = local rank) | cpu | cuda
 };
 
 struct DataConfig {

@@ -1,16 +1,30 @@
 // ddpm: the command line. Thin on purpose: parse, call into the libraries, and be the one place where
 // errors are caught, printed and turned into an exit code.
 #include <CLI/CLI.hpp>
+#include <sched.h>
+#include <unistd.h>
 
+#include <cstdlib>
+
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "data/dataset_spec.h"
+#include "data/pixels.h"
 #include "distributed/communicator.h"
+#include "distributed/mpi_context.h"
+#include "trainer/builders.h"
 #include "trainer/config.h"
+#include "trainer/image_grid.h"
+#include "trainer/inference.h"
+#include "trainer/trainer.h"
 
 namespace {
 
+namespace fs = std::filesystem;
 constexpr int kExitError = 1;
 
 struct ConfigArgs {
@@ -31,10 +45,108 @@ std::string build_info() {
   return info + ")";
 }
 
-int not_yet(const std::string& command) {
-  std::cerr << "ddpm " << command << ": not in this build yet (the trainer lands with the training issue); "
-            << "`ddpm config` resolves and checks a config today\n";
-  return kExitError;
+// Fails before hours of work when the result could not be written.
+void check_writable(const std::string& output) {
+  const fs::path parent = fs::absolute(output).parent_path();
+  if (!fs::is_directory(parent)) throw std::runtime_error("cannot write " + output + ": no directory " + parent.string());
+  if (::access(parent.c_str(), W_OK) != 0) throw std::runtime_error("cannot write " + output + ": " + parent.string() + " is not writable");
+  if (fs::is_directory(output)) throw std::runtime_error("cannot write " + output + ": it is a directory");
+}
+
+// One intra-op thread pool per rank over the cores this process may use, split among the node's ranks
+// (and leaving room for a data loader thread). OMP_NUM_THREADS, when set, wins.
+void share_cores(const ddpm::MpiContext& mpi) {
+  if (std::getenv("OMP_NUM_THREADS") != nullptr) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int cores = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+  torch::set_num_threads(std::max(1, cores / std::max(1, mpi.local_size())));
+}
+
+int run_config(const ConfigArgs& args) {
+  const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
+  std::cout << "# resolved config of " << args.path << "\n" << ddpm::to_yaml(config);
+  return 0;
+}
+
+int run_train(const ConfigArgs& args, const std::string& progress, const ddpm::MpiContext& mpi) {
+  const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
+  if (mpi.rank() == 0) std::cout << "# resolved config of " << args.path << "\n" << ddpm::to_yaml(config) << std::flush;
+  const torch::Device device = ddpm::select_device(config, mpi.local_rank());
+  std::cout << "rank " << mpi.rank() << "/" << mpi.world_size() << " (local " << mpi.local_rank() << ") on "
+            << mpi.hostname() << ": " << device.str() << std::endl;
+  ddpm::TrainerOptions options;
+  options.progress = ddpm::parse_progress_mode(progress);
+  ddpm::Trainer trainer(config, mpi, device, options);
+  if (mpi.rank() == 0) {
+    std::cout << "run directory " << config.run.dir << ": " << trainer.start_description() << ", training to step "
+              << config.train.steps << std::endl;
+  }
+  trainer.train();
+  if (mpi.rank() == 0) std::cout << "done: step " << trainer.step() << ", checkpoints in " << config.run.dir << std::endl;
+  return 0;
+}
+
+struct SampleArgs {
+  std::string checkpoint, output, individual_dir;
+  uint64_t seed = 0;
+  int64_t count = 64;
+};
+
+int run_sample(const ConfigArgs& args, const SampleArgs& sample) {
+  const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
+  check_writable(sample.output);
+  const torch::Device device = ddpm::select_device(config, 0);
+  ddpm::LoadedModel loaded = ddpm::load_model(config, sample.checkpoint, /*allow_fresh=*/false, device);
+  std::cout << "sampling " << sample.count << " images from " << loaded.source << " (seed " << sample.seed << ", "
+            << config.diffusion.timesteps << " steps)" << std::endl;
+  const ddpm::GaussianDiffusion diffusion = ddpm::make_diffusion(config).to(device);
+  const torch::Tensor images =
+      ddpm::sample_images(loaded.model, diffusion, sample.count, sample.seed, config.train.batch_size, device);
+  ddpm::write_png(sample.output, ddpm::make_grid(images));
+  std::cout << "wrote " << sample.output << std::endl;
+  if (!sample.individual_dir.empty()) {
+    fs::create_directories(sample.individual_dir);
+    for (int64_t i = 0; i < images.size(0); ++i) {
+      char name[32];
+      std::snprintf(name, sizeof(name), "%06lld.png", static_cast<long long>(i));
+      ddpm::write_png((fs::path(sample.individual_dir) / name).string(), images[i]);
+    }
+    std::cout << "wrote " << images.size(0) << " images to " << sample.individual_dir << std::endl;
+  }
+  return 0;
+}
+
+struct EvalArgs {
+  std::string checkpoint, output;
+  int64_t count = 0;
+  bool no_clip = false;
+};
+
+int run_eval(const ConfigArgs& args, const EvalArgs& eval, const ddpm::MpiContext& mpi) {
+  const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
+  if (mpi.rank() == 0) check_writable(eval.output);
+  const torch::Device device = ddpm::select_device(config, mpi.local_rank());
+  ddpm::LoadedModel loaded = ddpm::load_model(config, eval.checkpoint, /*allow_fresh=*/true, device);
+  const ddpm::ImageDataset test = ddpm::load_dataset(ddpm::dataset_spec(config, "test"));
+  const int64_t count = eval.count > 0 ? std::min(eval.count, test.size()) : test.size();
+  if (mpi.rank() == 0) {
+    std::cout << "evaluating the full bound (" << config.diffusion.timesteps << " terms per image) of " << loaded.source
+              << " on " << count << " test images of " << test.source << ", " << mpi.world_size() << " rank(s)" << std::endl;
+  }
+  const torch::Tensor images = ddpm::pixels_to_model_range(test.images.slice(0, 0, count));
+  const ddpm::GaussianDiffusion diffusion = ddpm::make_diffusion(config).to(device);
+  const ddpm::BoundReport report = ddpm::evaluate_bound(loaded.model, diffusion, images, config.train.batch_size,
+                                                        !eval.no_clip, config.run.seed, mpi, device);
+  if (mpi.rank() == 0) {
+    std::ofstream out(eval.output);
+    out << ddpm::bound_report_json(report, loaded.source, config);
+    if (!out) throw std::runtime_error("cannot write " + eval.output);
+    std::printf("bits/dim %.4f = L_T %.2e + sum L_{t-1} %.4f + L_0 %.4f   eps-MSE %.4f   (%lld images)\nwrote %s\n",
+                report.total_bpd, report.prior_bpd, report.vb_sum_bpd, report.decoder_bpd, report.mse,
+                static_cast<long long>(report.images), eval.output.c_str());
+  }
+  return 0;
 }
 
 }  // namespace
@@ -49,51 +161,52 @@ int main(int argc, char** argv) {
   add_config_options(*config_cmd, config_args);
 
   ConfigArgs train_args;
+  std::string progress = "auto";
   CLI::App* train_cmd = app.add_subcommand("train", "Train a model (under mpirun: data-parallel on every rank)");
   add_config_options(*train_cmd, train_args);
+  train_cmd->add_option("--progress", progress, "auto (bar on a terminal), bar, or plain lines")
+      ->check(CLI::IsMember({"auto", "bar", "plain"}));
 
   ConfigArgs sample_args;
-  std::string sample_checkpoint, sample_output;
-  uint64_t sample_seed = 0;
-  int64_t sample_count = 64;
+  SampleArgs sample;
   CLI::App* sample_cmd = app.add_subcommand("sample", "Ancestral sampling from the EMA weights into a PNG grid");
   add_config_options(*sample_cmd, sample_args);
-  sample_cmd->add_option("--checkpoint", sample_checkpoint, "Checkpoint file (default: newest in run.dir)");
-  sample_cmd->add_option("--seed", sample_seed, "Sampling seed");
-  sample_cmd->add_option("--num-images", sample_count, "Number of images")->check(CLI::PositiveNumber);
-  sample_cmd->add_option("--output", sample_output, "PNG grid to write")->required();
+  sample_cmd->add_option("--checkpoint", sample.checkpoint, "Checkpoint file (default: newest in run.dir)");
+  sample_cmd->add_option("--seed", sample.seed, "Sampling seed (the same seed gives the same grid)");
+  sample_cmd->add_option("--num-images", sample.count, "Number of images")->check(CLI::PositiveNumber);
+  sample_cmd->add_option("--output", sample.output, "PNG grid to write")->required();
+  sample_cmd->add_option("--individual-dir", sample.individual_dir, "Also write each image as a PNG into this folder");
 
   ConfigArgs eval_args;
-  std::string eval_checkpoint, eval_output;
-  int64_t eval_count = 0;
+  EvalArgs eval;
   CLI::App* eval_cmd = app.add_subcommand("eval", "Full variational bound (bits/dim) on the test split");
   add_config_options(*eval_cmd, eval_args);
-  eval_cmd->add_option("--checkpoint", eval_checkpoint, "Checkpoint file (default: newest in run.dir)");
-  eval_cmd->add_option("--num-images", eval_count, "Limit on the number of test images (0: all)");
-  eval_cmd->add_option("--output", eval_output, "JSON report to write")->required();
+  eval_cmd->add_option("--checkpoint", eval.checkpoint, "Checkpoint file (default: newest in run.dir, else a fresh model)");
+  eval_cmd->add_option("--num-images", eval.count, "Limit on the number of test images (0: all)")->check(CLI::NonNegativeNumber);
+  eval_cmd->add_option("--output", eval.output, "JSON report to write")->required();
+  eval_cmd->add_flag("--no-clip", eval.no_clip, "Do not clip the x_0 prediction to [-1, 1] before the posterior mean");
 
   CLI11_PARSE(app, argc, argv);
 
+  if (config_cmd->parsed()) {
+    try {
+      return run_config(config_args);
+    } catch (const std::exception& e) {
+      std::cerr << "ddpm: error: " << e.what() << "\n";
+      return kExitError;
+    }
+  }
+  ddpm::MpiContext mpi(&argc, &argv);
+  share_cores(mpi);
   try {
-    if (config_cmd->parsed()) {
-      const ddpm::Config config = ddpm::load_config(config_args.path, config_args.overrides);
-      std::cout << "# resolved config of " << config_args.path << "\n" << ddpm::to_yaml(config);
-      return 0;
-    }
-    if (train_cmd->parsed()) {
-      ddpm::load_config(train_args.path, train_args.overrides);
-      return not_yet("train");
-    }
-    if (sample_cmd->parsed()) {
-      ddpm::load_config(sample_args.path, sample_args.overrides);
-      return not_yet("sample");
-    }
-    if (eval_cmd->parsed()) {
-      ddpm::load_config(eval_args.path, eval_args.overrides);
-      return not_yet("eval");
-    }
+    if (train_cmd->parsed()) return run_train(train_args, progress, mpi);
+    if (sample_cmd->parsed()) return run_sample(sample_args, sample);
+    if (eval_cmd->parsed()) return run_eval(eval_args, eval, mpi);
   } catch (const std::exception& e) {
-    std::cerr << "ddpm: error: " << e.what() << "\n";
+    const std::string where = mpi.world_size() > 1 ? " (rank " + std::to_string(mpi.rank()) + ")" : "";
+    std::cerr << "ddpm: error" << where << ": " << e.what() << std::endl;
+    // A rank that fails alone must not leave the others waiting in a collective.
+    if (mpi.world_size() > 1) MPI_Abort(MPI_COMM_WORLD, kExitError);
     return kExitError;
   }
   return 0;

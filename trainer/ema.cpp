@@ -1,0 +1,66 @@
+#include "trainer/ema.h"
+
+#include <cstdio>
+#include <stdexcept>
+
+namespace ddpm {
+
+ExponentialMovingAverage::ExponentialMovingAverage(const torch::nn::Module& model, std::vector<double> rates)
+    : rates_(std::move(rates)) {
+  torch::NoGradGuard no_grad;
+  for (const auto& item : model.named_parameters()) names_.push_back(item.key());
+  for (size_t r = 0; r < rates_.size(); ++r) {
+    std::vector<torch::Tensor> copies;
+    for (const auto& item : model.named_parameters()) copies.push_back(item.value().detach().clone());
+    shadows_.push_back(std::move(copies));
+  }
+}
+
+void ExponentialMovingAverage::update(const torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> params;
+  for (const auto& item : model.named_parameters()) params.push_back(item.value().detach());
+  for (size_t r = 0; r < rates_.size(); ++r) {
+    // lerp: shadow + (1 - rate)(θ - shadow) = rate · shadow + (1 - rate) · θ
+    at::_foreach_lerp_(shadows_[r], params, 1.0 - rates_[r]);
+  }
+}
+
+void ExponentialMovingAverage::copy_to(torch::nn::Module& model, size_t rate_index) const {
+  if (rate_index >= shadows_.size()) throw std::out_of_range("no EMA with index " + std::to_string(rate_index));
+  torch::NoGradGuard no_grad;
+  size_t i = 0;
+  for (auto& item : model.named_parameters()) item.value().copy_(shadows_[rate_index][i++]);
+}
+
+std::string ExponentialMovingAverage::prefix(size_t rate_index) const {
+  char text[64];
+  std::snprintf(text, sizeof(text), "ema_%.10g", rates_.at(rate_index));
+  return text;
+}
+
+std::map<std::string, torch::Tensor> ExponentialMovingAverage::state() const {
+  std::map<std::string, torch::Tensor> tensors;
+  for (size_t r = 0; r < shadows_.size(); ++r) {
+    for (size_t i = 0; i < names_.size(); ++i) tensors[prefix(r) + "/" + names_[i]] = shadows_[r][i];
+  }
+  return tensors;
+}
+
+void ExponentialMovingAverage::load_state(const std::map<std::string, torch::Tensor>& tensors) {
+  torch::NoGradGuard no_grad;
+  for (size_t r = 0; r < shadows_.size(); ++r) {
+    for (size_t i = 0; i < names_.size(); ++i) {
+      const std::string key = prefix(r) + "/" + names_[i];
+      const auto found = tensors.find(key);
+      if (found == tensors.end()) throw std::runtime_error("the checkpoint has no EMA tensor '" + key + "'");
+      if (found->second.sizes() != shadows_[r][i].sizes()) {
+        throw std::runtime_error("EMA tensor '" + key + "' has shape " + c10::str(found->second.sizes()) +
+                                 " in the checkpoint, the model has " + c10::str(shadows_[r][i].sizes()));
+      }
+      shadows_[r][i].copy_(found->second);
+    }
+  }
+}
+
+}  // namespace ddpm

@@ -1,0 +1,34 @@
+// Exponential moving averages of the model's parameters, one shadow copy per rate (e.g. 0.9999 and
+// 0.999): shadow ← rate · shadow + (1 - rate) · θ after every optimizer step. Buffers are copied as they are.
+#pragma once
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace ddpm {
+
+class ExponentialMovingAverage {
+ public:
+  ExponentialMovingAverage(const torch::nn::Module& model, std::vector<double> rates);
+
+  // One update of every shadow from the model's current parameters (multi-tensor ops, no host sync).
+  void update(const torch::nn::Module& model);
+  // Loads shadow `rate_index` into `model` (for sampling and evaluation).
+  void copy_to(torch::nn::Module& model, size_t rate_index) const;
+
+  const std::vector<double>& rates() const { return rates_; }
+  // "ema_0.9999" for rate 0.9999: how the shadows are named in checkpoints.
+  std::string prefix(size_t rate_index) const;
+  // Every shadow tensor by checkpoint name ("ema_0.9999/<parameter name>"), and back.
+  std::map<std::string, torch::Tensor> state() const;
+  void load_state(const std::map<std::string, torch::Tensor>& tensors);
+
+ private:
+  std::vector<double> rates_;
+  std::vector<std::string> names_;                  // parameter names, in model order
+  std::vector<std::vector<torch::Tensor>> shadows_;  // [rate][parameter]
+};
+
+}  // namespace ddpm

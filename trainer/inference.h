@@ -1,0 +1,47 @@
+// Sampling and evaluation from a trained (or fresh) model: which weights to use, ancestral sampling
+// (Algorithm 2), and the full variational bound on held-out images in bits/dim.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "distributed/mpi_context.h"
+#include "trainer/config.h"
+#include "trainer/diffusion.h"
+#include "trainer/unet.h"
+
+namespace ddpm {
+
+struct LoadedModel {
+  UNet model{nullptr};
+  std::string source;  // "EMA 0.9999 of <checkpoint> (step N)" or "a freshly initialized model"
+  int64_t step = 0;
+};
+
+// checkpoint_path empty: the newest valid checkpoint of run.dir. allow_fresh: without any checkpoint, a
+// freshly initialized model (seeded by run.seed) instead of an error. Uses the first EMA rate's weights.
+LoadedModel load_model(const Config& config, const std::string& checkpoint_path, bool allow_fresh,
+                       const torch::Device& device);
+
+// Ancestral sampling from x_T ~ N(0, I) through all T steps (eq. 11 with the configured variance); returns
+// uint8 [N, C, H, W]. The same seed gives the same images.
+torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int64_t count, uint64_t seed,
+                            int64_t batch_size, const torch::Device& device, bool clip_denoised = true);
+
+struct BoundReport {
+  int64_t images = 0;
+  double total_bpd = 0, prior_bpd = 0, decoder_bpd = 0, vb_sum_bpd = 0, mse = 0;
+  std::vector<double> per_t_bpd;  // mean L at each timestep index (index 0: L_0)
+  std::vector<double> per_t_mse;
+};
+
+// The full bound over `images` (float in [-1, 1]) split across ranks (rank r takes images r, r+W, ...),
+// averaged over all of them on every rank.
+BoundReport evaluate_bound(UNet& model, const GaussianDiffusion& diffusion, const torch::Tensor& images,
+                           int64_t batch_size, bool clip_denoised, uint64_t seed, const MpiContext& mpi,
+                           const torch::Device& device);
+
+std::string bound_report_json(const BoundReport& report, const std::string& model_source, const Config& config);
+
+}  // namespace ddpm

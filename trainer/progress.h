@@ -1,0 +1,60 @@
+// What rank 0 tells the user while training: a progress line with step, loss, images/s and ETA (a redrawn bar
+// on a terminal, plain lines every N steps otherwise), and the same figures as JSON lines in the run directory.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+namespace ddpm {
+
+enum class ProgressMode { kAuto, kBar, kPlain, kSilent };  // silent: the JSON log only
+ProgressMode parse_progress_mode(const std::string& name);
+
+struct StepReport {
+  int64_t step = 0;  // steps completed
+  double loss = 0.0;
+  double grad_norm = 0.0;
+  double lr = 0.0;
+  double images_per_second = 0.0;  // all ranks together
+  double eta_seconds = 0.0;
+};
+
+// "1h02m", "3m05s", "42s"
+std::string format_duration(double seconds);
+
+class Progress {
+ public:
+  // log_path empty: no JSON log. total_steps: the run's target.
+  Progress(ProgressMode mode, int64_t total_steps, const std::string& log_path);
+  ~Progress();
+  void report(const StepReport& report);
+  void finish();
+  bool bar() const { return bar_; }
+
+ private:
+  bool bar_;
+  bool silent_;
+  int64_t total_steps_;
+  std::ofstream log_;
+  bool open_line_ = false;
+};
+
+// Smoothed throughput and time left, from step times fed as they come.
+class Throughput {
+ public:
+  explicit Throughput(int64_t images_per_step);
+  void start(int64_t step);
+  // Returns images/s over the last interval; call after `step` completed.
+  double mark(int64_t step);
+  double eta_seconds(int64_t step, int64_t total_steps) const;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  int64_t images_per_step_;
+  Clock::time_point last_time_;
+  int64_t last_step_ = 0;
+  double seconds_per_step_ = 0.0;  // exponentially smoothed
+};
+
+}  // namespace ddpm

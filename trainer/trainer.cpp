@@ -1,0 +1,344 @@
+#include "trainer/trainer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "data/dataset_spec.h"
+#include "trainer/builders.h"
+#ifdef DDPM_WITH_CUDA
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#endif
+
+namespace ddpm {
+namespace fs = std::filesystem;
+namespace {
+
+std::string generator_state_bytes(const at::Generator& generator) {
+  const torch::Tensor state = generator.get_state().contiguous();
+  return std::string(static_cast<const char*>(state.data_ptr()), static_cast<size_t>(state.numel()));
+}
+
+void set_generator_state(at::Generator& generator, const std::string& bytes) {
+  torch::Tensor state = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  std::memcpy(state.data_ptr(), bytes.data(), bytes.size());
+  generator.set_state(state);
+}
+
+// This rank's generators (CPU always; the device's when on CUDA), as one byte string.
+std::vector<at::Generator> rank_generators(const torch::Device& device) {
+  std::vector<at::Generator> generators = {at::detail::getDefaultCPUGenerator()};
+#ifdef DDPM_WITH_CUDA
+  if (device.is_cuda()) generators.push_back(at::cuda::detail::getDefaultCUDAGenerator(device.index()));
+#endif
+  return generators;
+}
+
+std::string serialize_optimizer(torch::optim::Optimizer& optimizer) {
+  torch::serialize::OutputArchive archive;
+  optimizer.save(archive);
+  std::ostringstream stream;
+  archive.save_to(stream);
+  return stream.str();
+}
+
+torch::Tensor bytes_tensor(const std::string& bytes) {
+  torch::Tensor t = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  std::memcpy(t.data_ptr(), bytes.data(), bytes.size());
+  return t;
+}
+
+std::string tensor_bytes(const torch::Tensor& t) {
+  const torch::Tensor c = t.contiguous().to(torch::kCPU);
+  return std::string(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.numel()));
+}
+
+void write_text_atomically(const fs::path& path, const std::string& text) {
+  const fs::path temp = path.string() + ".tmp";
+  {
+    std::ofstream out(temp, std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) throw std::runtime_error("cannot write " + temp.string());
+  }
+  fs::rename(temp, path);
+}
+
+// "model.channels 32 in the checkpoint, 64 in the config; ..." for the lines of two signatures that differ.
+std::string shape_differences(const std::string& saved, const std::string& current) {
+  std::istringstream a(saved), b(current);
+  std::string line_a, line_b, out;
+  while (std::getline(a, line_a) && std::getline(b, line_b)) {
+    if (line_a == line_b) continue;
+    const size_t colon = line_a.find(": ");
+    out += (out.empty() ? "" : "; ") + line_a.substr(0, colon) + " " + line_a.substr(colon + 2) + " in the checkpoint, " +
+           line_b.substr(line_b.find(": ") + 2) + " in the config";
+  }
+  return out;
+}
+
+}  // namespace
+
+void seed_rank_generators(uint64_t seed, int rank) {
+  // Distinct, reproducible streams per rank; torch::manual_seed seeds CPU and every CUDA device.
+  torch::manual_seed(seed * 1000003ULL + static_cast<uint64_t>(rank));
+}
+
+Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Device& device, TrainerOptions options)
+    : config_(config),
+      mpi_(mpi),
+      device_(device),
+      options_(options),
+      comm_(make_communicator(mpi, CommBackend::kAuto, device)),
+      diffusion_(make_diffusion(config).to(device)),
+      model_(nullptr),
+      ema_(torch::nn::Module(), {}) {
+  seed_rank_generators(config_.run.seed, mpi_.rank());
+  // The model is built from the same seed on every rank, then rank 0's weights are broadcast anyway.
+  torch::manual_seed(config_.run.seed);
+  model_ = UNet(unet_options(config_));
+  model_->to(device_);
+  seed_rank_generators(config_.run.seed, mpi_.rank());
+  for (const torch::Tensor& p : model_->parameters()) parameters_.push_back(p);
+  optimizer_ = std::make_unique<torch::optim::Adam>(parameters_, torch::optim::AdamOptions(config_.train.lr));
+  ema_ = ExponentialMovingAverage(*model_, config_.train.ema_rates);
+
+  // Every rank opens the data set itself (it must exist on every node) and fails up front on bad files.
+  std::string data_error;
+  try {
+    dataset_ = std::make_shared<const ImageDataset>(load_dataset(dataset_spec(config_, config_.data.split)));
+  } catch (const std::exception& e) {
+    data_error = e.what();
+  }
+  if (!mpi_.all_ok(data_error.empty())) {
+    throw std::runtime_error(data_error.empty() ? "another rank failed to open the data set" : data_error);
+  }
+  resume_or_start();
+  broadcast_parameters();
+}
+
+void Trainer::resume_or_start() {
+  const fs::path dir = config_.run.dir;
+  std::string error;
+  std::string chosen;
+  if (mpi_.rank() == 0) {
+    try {
+      fs::create_directories(dir);
+      std::vector<std::string> warnings;
+      fs::path path;
+      const std::optional<Checkpoint> newest = load_newest_valid_checkpoint(dir, &warnings, &path);
+      for (const std::string& w : warnings) std::cerr << "ddpm: warning: " << w << "\n";
+      if (newest) chosen = path.string();
+    } catch (const std::exception& e) {
+      error = "run directory " + dir.string() + ": " + e.what();
+    }
+  }
+  error = mpi_.broadcast_string(error);
+  if (!error.empty()) throw std::runtime_error(error);
+  chosen = mpi_.broadcast_string(chosen);
+  if (!chosen.empty()) {
+    // Every rank loads the same file before any collective of training: a rank that fails makes all fail.
+    std::string load_error;
+    try {
+      restore(read_checkpoint(chosen));
+    } catch (const std::exception& e) {
+      load_error = e.what();
+    }
+    if (!mpi_.all_ok(load_error.empty())) {
+      throw std::runtime_error(load_error.empty() ? "another rank failed to load " + chosen : load_error);
+    }
+  }
+  start_description_ = chosen.empty() ? "from scratch" : "resumed at step " + std::to_string(step_) + " from " + chosen;
+  // Only now, with the run directory known to be this run's, record the resolved config in it.
+  if (mpi_.rank() == 0) write_text_atomically(dir / "config.yaml", to_yaml(config_));
+}
+
+void Trainer::restore(const Checkpoint& checkpoint) {
+  const nlohmann::json meta = nlohmann::json::parse(checkpoint.metadata);
+  const std::string saved_signature = meta.at("model_shape").get<std::string>();
+  const std::string differences = shape_differences(saved_signature, model_shape_signature(config_));
+  if (!differences.empty()) {
+    throw std::runtime_error("run directory " + config_.run.dir + " holds checkpoints of another run (model or data shape " +
+                             "differs: " + differences + "); choose another run.dir, or use that run's config");
+  }
+  const int64_t saved_world = meta.at("world_size").get<int64_t>();
+  torch::NoGradGuard no_grad;
+  for (auto& item : model_->named_parameters()) {
+    const auto found = checkpoint.tensors.find("model/" + item.key());
+    if (found == checkpoint.tensors.end()) throw std::runtime_error("the checkpoint has no tensor model/" + item.key());
+    item.value().copy_(found->second);
+  }
+  ema_.load_state(checkpoint.tensors);
+  {
+    torch::serialize::InputArchive archive;
+    const std::string bytes = tensor_bytes(checkpoint.tensors.at("optimizer"));
+    archive.load_from(bytes.data(), bytes.size(), device_);
+    optimizer_->load(archive);
+  }
+  step_ = checkpoint.step;
+  loader_state_.epoch = meta.at("loader").at("epoch").get<int64_t>();
+  loader_state_.position = meta.at("loader").at("position").get<int64_t>();
+  if (saved_world == mpi_.world_size()) {
+    std::vector<at::Generator> generators = rank_generators(device_);
+    for (size_t g = 0; g < generators.size(); ++g) {
+      const std::string key = "rng/" + std::to_string(mpi_.rank()) + "/" + std::to_string(g);
+      const auto found = checkpoint.tensors.find(key);
+      if (found != checkpoint.tensors.end()) set_generator_state(generators[g], tensor_bytes(found->second));
+    }
+  } else if (mpi_.rank() == 0) {
+    std::cerr << "ddpm: warning: the checkpoint was written by " << saved_world << " ranks, this job has "
+              << mpi_.world_size() << ": the run continues, but not bit-identically to an uninterrupted one\n";
+  }
+}
+
+void Trainer::broadcast_parameters() {
+  if (mpi_.world_size() == 1) return;
+  torch::NoGradGuard no_grad;
+  for (torch::Tensor& p : parameters_) {
+    torch::Tensor data = p.data();
+    comm_->broadcast(data, 0);
+  }
+}
+
+double Trainer::learning_rate(int64_t step) const {
+  const int64_t warmup = config_.train.warmup_steps;
+  const double scale = warmup > 0 ? std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(warmup)) : 1.0;
+  return config_.train.lr * scale;
+}
+
+void Trainer::average_gradients() {
+  if (mpi_.world_size() == 1) return;
+  std::vector<torch::Tensor> grads;
+  for (const torch::Tensor& p : parameters_) grads.push_back(p.grad().view(-1));
+  torch::Tensor flat = torch::cat(grads);
+  comm_->all_reduce_sum(flat);
+  flat.div_(static_cast<double>(mpi_.world_size()));
+  int64_t offset = 0;
+  for (torch::Tensor& g : grads) {
+    g.copy_(flat.slice(0, offset, offset + g.numel()));
+    offset += g.numel();
+  }
+}
+
+torch::Tensor Trainer::clip_gradients() {
+  std::vector<torch::Tensor> grads;
+  for (const torch::Tensor& p : parameters_) grads.push_back(p.grad());
+  const torch::Tensor total = torch::stack(at::_foreach_norm(grads, 2.0)).norm();
+  if (config_.train.grad_clip > 0) {
+    // No host sync: the clip factor stays on the device.
+    const torch::Tensor factor = (config_.train.grad_clip / (total + 1e-6)).clamp_max(1.0);
+    at::_foreach_mul_(grads, factor);
+  }
+  return total;
+}
+
+Trainer::StepResult Trainer::train_step(const torch::Tensor& x0) {
+  const int64_t batch = x0.size(0);
+  const torch::Tensor t = torch::randint(0, diffusion_.num_timesteps(), {batch}, torch::TensorOptions().dtype(torch::kLong).device(device_));
+  const torch::Tensor noise = torch::randn_like(x0);
+  const torch::Tensor x_t = diffusion_.q_sample(x0, t, noise);  // eq. 4, Algorithm 1
+  const torch::Tensor eps = model_->forward(x_t, t);
+  const torch::Tensor per_example = config_.diffusion.loss == "kl"
+                                        ? diffusion_.vb_terms_bpd(eps, x0, x_t, t, /*clip_denoised=*/false)
+                                        : GaussianDiffusion::simple_loss(eps, noise);  // eq. 14
+  const torch::Tensor loss = per_example.mean();
+  optimizer_->zero_grad(/*set_to_none=*/false);
+  loss.backward();
+  average_gradients();
+  const torch::Tensor grad_norm = clip_gradients();
+  for (auto& group : optimizer_->param_groups()) group.options().set_lr(learning_rate(step_));
+  optimizer_->step();
+  ema_.update(*model_);
+  ++step_;
+  return {loss.detach(), grad_norm};
+}
+
+void Trainer::save_checkpoint() {
+  torch::NoGradGuard no_grad;
+  std::string rng;
+  for (const at::Generator& g : rank_generators(device_)) {
+    const std::string bytes = generator_state_bytes(g);
+    rng += std::to_string(bytes.size()) + ":" + bytes;
+  }
+  const std::vector<std::string> all_rng = mpi_.gather_to_root(rng);
+  std::string error;
+  if (mpi_.rank() == 0) {
+    try {
+      Checkpoint checkpoint;
+      checkpoint.step = step_;
+      nlohmann::json meta;
+      meta["model_shape"] = model_shape_signature(config_);
+      meta["config"] = to_yaml(config_);
+      meta["world_size"] = mpi_.world_size();
+      meta["loader"] = {{"epoch", loader_state_.epoch}, {"position", loader_state_.position}};
+      checkpoint.metadata = meta.dump();
+      for (const auto& item : model_->named_parameters()) checkpoint.tensors["model/" + item.key()] = item.value().detach().cpu();
+      for (auto& [name, tensor] : ema_.state()) checkpoint.tensors[name] = tensor.cpu();
+      checkpoint.tensors["optimizer"] = bytes_tensor(serialize_optimizer(*optimizer_));
+      for (size_t r = 0; r < all_rng.size(); ++r) {
+        // Each rank's generator states, length-prefixed, split back into one tensor per generator.
+        const std::string& packed = all_rng[r];
+        size_t at = 0;
+        for (int g = 0; at < packed.size(); ++g) {
+          const size_t colon = packed.find(':', at);
+          const size_t length = std::stoull(packed.substr(at, colon - at));
+          checkpoint.tensors["rng/" + std::to_string(r) + "/" + std::to_string(g)] = bytes_tensor(packed.substr(colon + 1, length));
+          at = colon + 1 + length;
+        }
+      }
+      write_checkpoint(config_.run.dir, checkpoint);
+      prune_checkpoints(config_.run.dir, config_.train.keep_checkpoints);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  error = mpi_.broadcast_string(error);
+  if (!error.empty()) throw std::runtime_error("checkpoint at step " + std::to_string(step_) + " failed: " + error);
+}
+
+void Trainer::train() {
+  const int64_t total = config_.train.steps;
+  std::unique_ptr<Progress> progress;
+  if (mpi_.rank() == 0) {
+    progress = std::make_unique<Progress>(options_.progress, total, (fs::path(config_.run.dir) / "train_log.jsonl").string());
+  }
+  if (step_ >= total) return;
+  DataLoader loader(dataset_, loader_options(config_, mpi_.rank(), mpi_.world_size(), device_), loader_state_);
+  Throughput throughput(config_.train.batch_size * mpi_.world_size());
+  throughput.start(step_);
+  torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
+  int64_t losses = 0;
+  model_->train();
+  while (step_ < total) {
+    const Batch batch = loader.next();
+    loader_state_ = batch.after;
+    const StepResult result = train_step(batch.images);
+    loss_sum += result.loss.to(torch::kFloat64);
+    ++losses;
+    if (step_ % config_.train.log_every == 0 || step_ == total) {
+      torch::Tensor mean_loss = (loss_sum / static_cast<double>(losses)).to(torch::kFloat32).reshape({1});
+      if (mpi_.world_size() > 1) {
+        comm_->all_reduce_sum(mean_loss);
+        mean_loss.div_(mpi_.world_size());
+      }
+      StepReport report;
+      report.step = step_;
+      report.loss = mean_loss.item<double>();
+      report.grad_norm = result.grad_norm.item<double>();
+      report.lr = learning_rate(step_ - 1);
+      report.images_per_second = throughput.mark(step_);
+      report.eta_seconds = throughput.eta_seconds(step_, total);
+      if (progress) progress->report(report);
+      loss_sum.zero_();
+      losses = 0;
+    }
+    if (step_ % config_.train.checkpoint_every == 0 || step_ == total) save_checkpoint();
+  }
+  if (progress) progress->finish();
+}
+
+}  // namespace ddpm

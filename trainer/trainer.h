@@ -1,0 +1,74 @@
+// Training a DDPM: L_simple (or the true bound terms) with Adam, linear warmup, global-norm clipping and EMA,
+// on every rank of an MPI job with gradients averaged over ranks; checkpointed atomically and resumed exactly.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+#include "data/data_loader.h"
+#include "distributed/communicator.h"
+#include "distributed/mpi_context.h"
+#include "trainer/checkpoint.h"
+#include "trainer/config.h"
+#include "trainer/diffusion.h"
+#include "trainer/ema.h"
+#include "trainer/progress.h"
+#include "trainer/unet.h"
+
+namespace ddpm {
+
+struct TrainerOptions {
+  ProgressMode progress = ProgressMode::kAuto;
+};
+
+class Trainer {
+ public:
+  // Prepares the run directory (rank 0), builds model, optimizer and EMA, and resumes from the newest valid
+  // checkpoint of run.dir when there is one. Throws with context on bad input; every rank throws together.
+  Trainer(const Config& config, const MpiContext& mpi, const torch::Device& device, TrainerOptions options = {});
+
+  // Trains until train.steps, checkpointing every train.checkpoint_every steps and at the end.
+  void train();
+
+  int64_t step() const { return step_; }
+  UNet& model() { return model_; }
+  const ExponentialMovingAverage& ema() const { return ema_; }
+  // A line saying where the run starts from ("from scratch" or the checkpoint path).
+  const std::string& start_description() const { return start_description_; }
+
+ private:
+  struct StepResult {
+    torch::Tensor loss;       // scalar, this rank's batch mean
+    torch::Tensor grad_norm;  // scalar, global norm before clipping
+  };
+
+  StepResult train_step(const torch::Tensor& x0);
+  void average_gradients();
+  torch::Tensor clip_gradients();
+  double learning_rate(int64_t step) const;
+  void broadcast_parameters();
+  void save_checkpoint();
+  void resume_or_start();
+  void restore(const Checkpoint& checkpoint);
+
+  Config config_;
+  const MpiContext& mpi_;
+  torch::Device device_;
+  TrainerOptions options_;
+  std::unique_ptr<Communicator> comm_;
+  GaussianDiffusion diffusion_;
+  UNet model_;
+  std::vector<torch::Tensor> parameters_;
+  std::unique_ptr<torch::optim::Adam> optimizer_;
+  ExponentialMovingAverage ema_;
+  std::shared_ptr<const ImageDataset> dataset_;
+  LoaderState loader_state_;
+  int64_t step_ = 0;
+  std::string start_description_;
+};
+
+// Seeds the default generators of this rank: seed and rank together, so ranks draw different t and noise.
+void seed_rank_generators(uint64_t seed, int rank);
+
+}  // namespace ddpm
