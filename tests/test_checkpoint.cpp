@@ -110,6 +110,9 @@ TEST_F(CheckpointTest, NewestValidFallsBackPastCorruptionAndRemovesLeftovers) {
   std::vector<std::string> warnings;
   fs::path loaded_from;
   const std::optional<ddpm::Checkpoint> loaded = ddpm::load_newest_valid_checkpoint(dir_, &warnings, &loaded_from);
+  // A reader never touches temp files: one could be a write in progress.
+  EXPECT_TRUE(fs::exists(dir_ / ".ckpt-000000030.ddpm.999.tmp"));
+  ddpm::remove_interrupted_writes(dir_);
   ASSERT_TRUE(loaded.has_value());
   EXPECT_EQ(loaded->step, 10);
   EXPECT_EQ(loaded_from.filename(), "ckpt-000000010.ddpm");
@@ -127,11 +130,36 @@ TEST_F(CheckpointTest, EmptyDirectoryHasNone) {
 
 TEST_F(CheckpointTest, PruneKeepsTheNewest) {
   for (int64_t step : {5, 10, 15, 20}) ddpm::write_checkpoint(dir_, sample(step));
-  ddpm::prune_checkpoints(dir_, 2);
+  ddpm::prune_checkpoints(dir_, 2, 20);
   const std::vector<fs::path> left = ddpm::list_checkpoints(dir_);
   ASSERT_EQ(left.size(), 2u);
   EXPECT_EQ(left[0].filename(), "ckpt-000000020.ddpm");
   EXPECT_EQ(left[1].filename(), "ckpt-000000015.ddpm");
+}
+
+// A run resumed from step 10 past a corrupt step-20 file writes step 15: pruning must keep the new file
+// (not the corrupt one of a higher step) and leave the corrupt one alone.
+TEST_F(CheckpointTest, PruneNeverDeletesTheCheckpointJustWritten) {
+  ddpm::write_checkpoint(dir_, sample(10));
+  const fs::path corrupt = ddpm::write_checkpoint(dir_, sample(20));
+  fs::resize_file(corrupt, 100);
+  ddpm::write_checkpoint(dir_, sample(15));
+  ddpm::prune_checkpoints(dir_, 1, 15);
+  EXPECT_TRUE(fs::exists(dir_ / "ckpt-000000015.ddpm"));
+  EXPECT_FALSE(fs::exists(dir_ / "ckpt-000000010.ddpm"));
+  EXPECT_TRUE(fs::exists(corrupt));
+  std::vector<std::string> warnings;
+  EXPECT_EQ(ddpm::load_newest_valid_checkpoint(dir_, &warnings)->step, 15);
+}
+
+TEST_F(CheckpointTest, OddFileNamesAreIgnored) {
+  write_bytes(dir_ / "ckpt-99999999999999999999999.ddpm", "x");
+  write_bytes(dir_ / "ckpt-12a.ddpm", "x");
+  write_bytes(dir_ / "ckpt-\xe9.ddpm", "x");
+  ddpm::write_checkpoint(dir_, sample(3));
+  const std::vector<fs::path> found = ddpm::list_checkpoints(dir_);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].filename(), "ckpt-000000003.ddpm");
 }
 
 TEST_F(CheckpointTest, UnwritableDirectoryIsAClearErrorAndKeepsThePrevious) {

@@ -135,11 +135,24 @@ TEST_F(TrainerTest, CorruptNewestCheckpointFallsBackToThePreviousOne) {
   EXPECT_TRUE(fs::exists(newest));  // kept for the user to inspect
 }
 
+TEST_F(TrainerTest, CheckpointsThatAllFailToVerifyAreNotBuriedByAFreshRun) {
+  train(smoke("broken", 4));
+  const fs::path only = root_ / "broken" / ddpm::checkpoint_file_name(4);
+  fs::resize_file(only, 64);
+  try {
+    train(smoke("broken", 8));
+    ADD_FAILURE() << "started from scratch over unreadable checkpoints";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("holds checkpoints, but none verifies"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(ddpm::list_checkpoints(root_ / "broken").size(), 1u);
+}
+
 TEST_F(TrainerTest, SamplingIsReproducibleAndEvaluationReportsEveryTerm) {
   ddpm::Config config = smoke("infer", 8);
   config.diffusion.timesteps = 30;
   train(config);
-  ddpm::LoadedModel loaded = ddpm::load_model(config, "", /*allow_fresh=*/false, torch::kCPU);
+  ddpm::LoadedModel loaded = ddpm::load_model(config, ddpm::resolve_checkpoint(config, ""), false, torch::kCPU);
   EXPECT_EQ(loaded.step, 8);
   const ddpm::GaussianDiffusion diffusion = ddpm::make_diffusion(config);
   const torch::Tensor a = ddpm::sample_images(loaded.model, diffusion, 3, 7, 2, torch::kCPU);
@@ -165,6 +178,7 @@ TEST_F(TrainerTest, SamplingIsReproducibleAndEvaluationReportsEveryTerm) {
 
 TEST_F(TrainerTest, FreshModelIsUsedForEvalOnlyWhenAllowed) {
   const ddpm::Config config = smoke("empty", 4);
+  EXPECT_EQ(ddpm::resolve_checkpoint(config, ""), "");
   EXPECT_THROW(ddpm::load_model(config, "", /*allow_fresh=*/false, torch::kCPU), std::runtime_error);
   const ddpm::LoadedModel fresh = ddpm::load_model(config, "", /*allow_fresh=*/true, torch::kCPU);
   EXPECT_NE(fresh.source.find("freshly initialized"), std::string::npos);

@@ -98,7 +98,11 @@ std::optional<int64_t> step_of(const fs::path& path) {
     return std::nullopt;
   }
   const std::string digits = name.substr(prefix, name.size() - prefix - suffix);
-  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return std::nullopt;
+  // At most 18 digits: always fits in int64.
+  if (digits.empty() || digits.size() > 18 ||
+      !std::all_of(digits.begin(), digits.end(), [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)); })) {
+    return std::nullopt;
+  }
   return std::stoll(digits);
 }
 
@@ -124,14 +128,16 @@ fs::path write_checkpoint(const fs::path& dir, const Checkpoint& checkpoint) {
   const std::string bytes = encode(checkpoint);
   const fs::path final_path = dir / checkpoint_file_name(checkpoint.step);
   const fs::path temp_path = dir / ("." + checkpoint_file_name(checkpoint.step) + "." + std::to_string(::getpid()) + kTempSuffix);
-  const int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail(temp_path, std::string("cannot create: ") + std::strerror(errno));
   try {
     write_all(fd, bytes, temp_path);
     if (::fsync(fd) != 0) fail(temp_path, std::string("fsync failed: ") + std::strerror(errno));
-    if (::close(fd) != 0) fail(temp_path, std::string("close failed: ") + std::strerror(errno));
+    const int closed = ::close(fd);
+    fd = -1;  // released even when close reports an error: never close the number twice
+    if (closed != 0) fail(temp_path, std::string("close failed: ") + std::strerror(errno));
   } catch (...) {
-    ::close(fd);
+    if (fd >= 0) ::close(fd);
     std::error_code ignored;
     fs::remove(temp_path, ignored);
     throw;
@@ -179,7 +185,11 @@ Checkpoint read_checkpoint(const fs::path& path) {
   Checkpoint checkpoint;
   const std::string metadata = bytes.substr(16, metadata_length);
   checkpoint.metadata = extract_user_metadata(metadata, path);
-  checkpoint.step = std::stoll(metadata.substr(std::strlen("{\"step\":")));
+  try {
+    checkpoint.step = std::stoll(metadata.substr(std::strlen("{\"step\":")));
+  } catch (const std::exception&) {
+    fail(path, "malformed step in the metadata");
+  }
   const std::optional<int64_t> named_step = step_of(path);
   if (named_step && *named_step != checkpoint.step) {
     fail(path, "holds step " + std::to_string(checkpoint.step) + " but is named for step " + std::to_string(*named_step));
@@ -211,15 +221,18 @@ std::vector<fs::path> list_checkpoints(const fs::path& dir) {
   return paths;
 }
 
-std::optional<Checkpoint> load_newest_valid_checkpoint(const fs::path& dir, std::vector<std::string>* warnings,
-                                                       fs::path* loaded_path) {
+void remove_interrupted_writes(const fs::path& dir) {
   std::error_code error;
   for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
     const std::string name = entry.path().filename().string();
     if (name.rfind(std::string(".") + kPrefix, 0) == 0 && entry.path().extension() == kTempSuffix) {
-      fs::remove(entry.path(), error);  // an interrupted write: never committed, so never valid
+      fs::remove(entry.path(), error);  // never committed, so never valid
     }
   }
+}
+
+std::optional<Checkpoint> load_newest_valid_checkpoint(const fs::path& dir, std::vector<std::string>* warnings,
+                                                       fs::path* loaded_path) {
   for (const fs::path& path : list_checkpoints(dir)) {
     try {
       Checkpoint checkpoint = read_checkpoint(path);
@@ -232,11 +245,14 @@ std::optional<Checkpoint> load_newest_valid_checkpoint(const fs::path& dir, std:
   return std::nullopt;
 }
 
-void prune_checkpoints(const fs::path& dir, int64_t keep) {
-  const std::vector<fs::path> paths = list_checkpoints(dir);
-  for (size_t i = static_cast<size_t>(std::max<int64_t>(keep, 1)); i < paths.size(); ++i) {
+void prune_checkpoints(const fs::path& dir, int64_t keep, int64_t current_step) {
+  std::vector<fs::path> candidates;
+  for (const fs::path& path : list_checkpoints(dir)) {
+    if (step_of(path).value_or(0) <= current_step) candidates.push_back(path);
+  }
+  for (size_t i = static_cast<size_t>(std::max<int64_t>(keep, 1)); i < candidates.size(); ++i) {
     std::error_code ignored;
-    fs::remove(paths[i], ignored);
+    fs::remove(candidates[i], ignored);
   }
 }
 

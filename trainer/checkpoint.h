@@ -46,12 +46,17 @@ Checkpoint read_checkpoint(const std::filesystem::path& path);
 std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& dir);
 
 // The newest checkpoint that verifies. Corrupt newer ones are skipped, each reported through `warnings`.
-// Leftover temp files of an interrupted write are removed. nullopt when there is none.
+// nullopt when there is none.
 std::optional<Checkpoint> load_newest_valid_checkpoint(const std::filesystem::path& dir,
                                                        std::vector<std::string>* warnings,
                                                        std::filesystem::path* loaded_path = nullptr);
 
-// Deletes all but the newest `keep` committed checkpoints (never the newest one).
-void prune_checkpoints(const std::filesystem::path& dir, int64_t keep);
+// Removes the temp files of interrupted writes. Only the process that owns the run directory (the trainer,
+// at start, before it writes) may call this: a reader doing it could delete a write in progress.
+void remove_interrupted_writes(const std::filesystem::path& dir);
+
+// Deletes all but the newest `keep` committed checkpoints among those of step ≤ current_step (the one just
+// written included). Files of later steps are ones that failed to verify at start: left for the user to inspect.
+void prune_checkpoints(const std::filesystem::path& dir, int64_t keep, int64_t current_step);
 
 }  // namespace ddpm

@@ -47,13 +47,13 @@ struct DiffusionConfig {
 };
 
 struct TrainConfig {
-  int64_t steps = 2000;
-  int64_t batch_size = 64;  // per rank
-  double lr = 2e-4;
-  int64_t warmup_steps = 200;
+  int64_t steps = 1500;
+  int64_t batch_size = 32;  // per rank
+  double lr = 1e-3;
+  int64_t warmup_steps = 100;
   double grad_clip = 1.0;
-  std::vector<double> ema_rates = {0.999};
-  int64_t log_every = 20;
+  std::vector<double> ema_rates = {0.995};
+  int64_t log_every = 50;
   int64_t checkpoint_every = 500;
   int64_t keep_checkpoints = 3;
 };

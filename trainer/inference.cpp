@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <iostream>
 #include <stdexcept>
 
 #include "data/pixels.h"
@@ -13,40 +14,45 @@
 namespace ddpm {
 namespace fs = std::filesystem;
 
+std::string resolve_checkpoint(const Config& config, const std::string& requested) {
+  if (!requested.empty() || !fs::is_directory(config.run.dir)) return requested;
+  std::vector<std::string> warnings;
+  fs::path found;
+  const std::optional<Checkpoint> newest = load_newest_valid_checkpoint(config.run.dir, &warnings, &found);
+  for (const std::string& w : warnings) std::cerr << "ddpm: warning: " << w << "\n";
+  return newest ? found.string() : "";
+}
+
 LoadedModel load_model(const Config& config, const std::string& checkpoint_path, bool allow_fresh,
                        const torch::Device& device) {
   LoadedModel loaded;
   torch::manual_seed(config.run.seed);
   loaded.model = UNet(unet_options(config));
-  std::optional<Checkpoint> checkpoint;
-  std::string path = checkpoint_path;
-  if (!path.empty()) {
-    checkpoint = read_checkpoint(path);
-  } else if (fs::is_directory(config.run.dir)) {
-    std::vector<std::string> warnings;
-    fs::path found;
-    checkpoint = load_newest_valid_checkpoint(config.run.dir, &warnings, &found);
-    path = found.string();
-  }
-  if (!checkpoint) {
+  if (checkpoint_path.empty()) {
     if (!allow_fresh) {
-      throw std::runtime_error("no checkpoint in run directory " + config.run.dir +
+      throw std::runtime_error("no valid checkpoint in run directory " + config.run.dir +
                                " (train first, or pass --checkpoint PATH)");
     }
-    loaded.source = "a freshly initialized model (no checkpoint in " + config.run.dir + ")";
+    loaded.source = "a freshly initialized model (no valid checkpoint in " + config.run.dir + ")";
     loaded.model->to(device);
     return loaded;
   }
-  const nlohmann::json meta = nlohmann::json::parse(checkpoint->metadata);
-  if (meta.at("model_shape").get<std::string>() != model_shape_signature(config)) {
-    throw std::runtime_error("checkpoint " + path + " holds a model of another shape:\n" +
-                             meta.at("model_shape").get<std::string>() + "the config has\n" + model_shape_signature(config));
+  const Checkpoint checkpoint = read_checkpoint(checkpoint_path);
+  try {
+    const nlohmann::json meta = nlohmann::json::parse(checkpoint.metadata);
+    const std::string saved = meta.at("model_shape").get<std::string>();
+    if (saved != model_shape_signature(config)) {
+      throw std::runtime_error("it holds a model of another shape:\n" + saved + "the config has\n" +
+                               model_shape_signature(config));
+    }
+    ExponentialMovingAverage ema(*loaded.model, config.train.ema_rates);
+    ema.load_state(checkpoint.tensors);
+    ema.copy_to(*loaded.model, 0);
+    loaded.source = ema.prefix(0) + " weights of " + checkpoint_path + " (step " + std::to_string(checkpoint.step) + ")";
+  } catch (const std::exception& e) {
+    throw std::runtime_error("checkpoint " + checkpoint_path + ": " + e.what());
   }
-  ExponentialMovingAverage ema(*loaded.model, config.train.ema_rates);
-  ema.load_state(checkpoint->tensors);
-  ema.copy_to(*loaded.model, 0);
-  loaded.step = checkpoint->step;
-  loaded.source = ema.prefix(0) + " weights of " + path + " (step " + std::to_string(checkpoint->step) + ")";
+  loaded.step = checkpoint.step;
   loaded.model->to(device);
   return loaded;
 }

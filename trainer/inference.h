@@ -19,8 +19,12 @@ struct LoadedModel {
   int64_t step = 0;
 };
 
-// checkpoint_path empty: the newest valid checkpoint of run.dir. allow_fresh: without any checkpoint, a
-// freshly initialized model (seeded by run.seed) instead of an error. Uses the first EMA rate's weights.
+// `requested` when given, else the newest checkpoint of run.dir that verifies (corrupt newer ones are reported
+// on stderr), else "" (none). Under MPI let one rank resolve and broadcast, so all ranks use one file.
+std::string resolve_checkpoint(const Config& config, const std::string& requested);
+
+// Loads the first EMA rate's weights of `checkpoint_path`; with an empty path, a freshly initialized model
+// (seeded by run.seed) when allow_fresh, else an error saying there is nothing to load.
 LoadedModel load_model(const Config& config, const std::string& checkpoint_path, bool allow_fresh,
                        const torch::Device& device);
 

@@ -59,19 +59,28 @@ std::string tensor_bytes(const torch::Tensor& t) {
 
 void write_text_atomically(const fs::path& path, const std::string& text) {
   const fs::path temp = path.string() + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) throw std::runtime_error("cannot write " + temp.string());
+  std::ofstream out(temp, std::ios::trunc);
+  out << text;
+  out.close();
+  std::error_code error;
+  if (!out) {
+    fs::remove(temp, error);
+    throw std::runtime_error("cannot write " + temp.string());
   }
-  fs::rename(temp, path);
+  fs::rename(temp, path, error);
+  if (error) {
+    fs::remove(temp, error);
+    throw std::runtime_error("cannot rename " + temp.string() + " to " + path.string());
+  }
 }
 
 // "model.channels 32 in the checkpoint, 64 in the config; ..." for the lines of two signatures that differ.
 std::string shape_differences(const std::string& saved, const std::string& current) {
   std::istringstream a(saved), b(current);
   std::string line_a, line_b, out;
+  if (std::count(saved.begin(), saved.end(), '\n') != std::count(current.begin(), current.end(), '\n')) {
+    return "the checkpoint was written by a build with another shape description";
+  }
   while (std::getline(a, line_a) && std::getline(b, line_b)) {
     if (line_a == line_b) continue;
     const size_t colon = line_a.find(": ");
@@ -125,14 +134,22 @@ void Trainer::resume_or_start() {
   const fs::path dir = config_.run.dir;
   std::string error;
   std::string chosen;
+  std::optional<Checkpoint> newest;
   if (mpi_.rank() == 0) {
     try {
       fs::create_directories(dir);
+      remove_interrupted_writes(dir);  // this process owns the directory; nothing else writes there now
       std::vector<std::string> warnings;
       fs::path path;
-      const std::optional<Checkpoint> newest = load_newest_valid_checkpoint(dir, &warnings, &path);
+      newest = load_newest_valid_checkpoint(dir, &warnings, &path);
       for (const std::string& w : warnings) std::cerr << "ddpm: warning: " << w << "\n";
-      if (newest) chosen = path.string();
+      if (newest) {
+        chosen = path.string();
+      } else if (!list_checkpoints(dir).empty()) {
+        // Starting from scratch here would bury the old run under new checkpoints: refuse.
+        error = "run directory " + dir.string() + " holds checkpoints, but none verifies (see the warnings " +
+                "above); move them away or choose another run.dir";
+      }
     } catch (const std::exception& e) {
       error = "run directory " + dir.string() + ": " + e.what();
     }
@@ -144,9 +161,9 @@ void Trainer::resume_or_start() {
     // Every rank loads the same file before any collective of training: a rank that fails makes all fail.
     std::string load_error;
     try {
-      restore(read_checkpoint(chosen));
+      restore(newest ? *newest : read_checkpoint(chosen));
     } catch (const std::exception& e) {
-      load_error = e.what();
+      load_error = "resuming from " + chosen + ": " + e.what();
     }
     if (!mpi_.all_ok(load_error.empty())) {
       throw std::runtime_error(load_error.empty() ? "another rank failed to load " + chosen : load_error);
@@ -170,12 +187,18 @@ void Trainer::restore(const Checkpoint& checkpoint) {
   for (auto& item : model_->named_parameters()) {
     const auto found = checkpoint.tensors.find("model/" + item.key());
     if (found == checkpoint.tensors.end()) throw std::runtime_error("the checkpoint has no tensor model/" + item.key());
+    if (found->second.sizes() != item.value().sizes()) {
+      throw std::runtime_error("model/" + item.key() + " has shape " + c10::str(found->second.sizes()) +
+                               " in the checkpoint, the model has " + c10::str(item.value().sizes()));
+    }
     item.value().copy_(found->second);
   }
   ema_.load_state(checkpoint.tensors);
   {
+    const auto optimizer_state = checkpoint.tensors.find("optimizer");
+    if (optimizer_state == checkpoint.tensors.end()) throw std::runtime_error("the checkpoint has no optimizer state");
     torch::serialize::InputArchive archive;
-    const std::string bytes = tensor_bytes(checkpoint.tensors.at("optimizer"));
+    const std::string bytes = tensor_bytes(optimizer_state->second);
     archive.load_from(bytes.data(), bytes.size(), device_);
     optimizer_->load(archive);
   }
@@ -291,7 +314,7 @@ void Trainer::save_checkpoint() {
         }
       }
       write_checkpoint(config_.run.dir, checkpoint);
-      prune_checkpoints(config_.run.dir, config_.train.keep_checkpoints);
+      prune_checkpoints(config_.run.dir, config_.train.keep_checkpoints, step_);
     } catch (const std::exception& e) {
       error = e.what();
     }

@@ -97,12 +97,14 @@ int run_sample(const ConfigArgs& args, const SampleArgs& sample) {
   const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
   check_writable(sample.output);
   const torch::Device device = ddpm::select_device(config, 0);
-  ddpm::LoadedModel loaded = ddpm::load_model(config, sample.checkpoint, /*allow_fresh=*/false, device);
+  ddpm::LoadedModel loaded =
+      ddpm::load_model(config, ddpm::resolve_checkpoint(config, sample.checkpoint), /*allow_fresh=*/false, device);
   std::cout << "sampling " << sample.count << " images from " << loaded.source << " (seed " << sample.seed << ", "
             << config.diffusion.timesteps << " steps)" << std::endl;
   const ddpm::GaussianDiffusion diffusion = ddpm::make_diffusion(config).to(device);
-  const torch::Tensor images =
-      ddpm::sample_images(loaded.model, diffusion, sample.count, sample.seed, config.train.batch_size, device);
+  // All images in one batch up to 256: sampling is T forward passes per batch, so fewer, larger batches win.
+  const int64_t batch = std::min<int64_t>(sample.count, 256);
+  const torch::Tensor images = ddpm::sample_images(loaded.model, diffusion, sample.count, sample.seed, batch, device);
   ddpm::write_png(sample.output, ddpm::make_grid(images));
   std::cout << "wrote " << sample.output << std::endl;
   if (!sample.individual_dir.empty()) {
@@ -127,7 +129,10 @@ int run_eval(const ConfigArgs& args, const EvalArgs& eval, const ddpm::MpiContex
   const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
   if (mpi.rank() == 0) check_writable(eval.output);
   const torch::Device device = ddpm::select_device(config, mpi.local_rank());
-  ddpm::LoadedModel loaded = ddpm::load_model(config, eval.checkpoint, /*allow_fresh=*/true, device);
+  // Rank 0 picks the file, so that every rank evaluates the same weights even if training writes meanwhile.
+  const std::string checkpoint =
+      mpi.broadcast_string(mpi.rank() == 0 ? ddpm::resolve_checkpoint(config, eval.checkpoint) : std::string());
+  ddpm::LoadedModel loaded = ddpm::load_model(config, checkpoint, /*allow_fresh=*/true, device);
   const ddpm::ImageDataset test = ddpm::load_dataset(ddpm::dataset_spec(config, "test"));
   const int64_t count = eval.count > 0 ? std::min(eval.count, test.size()) : test.size();
   if (mpi.rank() == 0) {
@@ -196,17 +201,19 @@ int main(int argc, char** argv) {
       return kExitError;
     }
   }
-  ddpm::MpiContext mpi(&argc, &argv);
-  share_cores(mpi);
+  std::unique_ptr<ddpm::MpiContext> mpi;
   try {
-    if (train_cmd->parsed()) return run_train(train_args, progress, mpi);
+    mpi = std::make_unique<ddpm::MpiContext>(&argc, &argv);
+    share_cores(*mpi);
+    if (train_cmd->parsed()) return run_train(train_args, progress, *mpi);
     if (sample_cmd->parsed()) return run_sample(sample_args, sample);
-    if (eval_cmd->parsed()) return run_eval(eval_args, eval, mpi);
+    if (eval_cmd->parsed()) return run_eval(eval_args, eval, *mpi);
   } catch (const std::exception& e) {
-    const std::string where = mpi.world_size() > 1 ? " (rank " + std::to_string(mpi.rank()) + ")" : "";
-    std::cerr << "ddpm: error" << where << ": " << e.what() << std::endl;
+    const bool several = mpi && mpi->world_size() > 1;
+    std::cerr << "ddpm: error" << (several ? " (rank " + std::to_string(mpi->rank()) + ")" : "") << ": " << e.what()
+              << std::endl;
     // A rank that fails alone must not leave the others waiting in a collective.
-    if (mpi.world_size() > 1) MPI_Abort(MPI_COMM_WORLD, kExitError);
+    if (several) MPI_Abort(MPI_COMM_WORLD, kExitError);
     return kExitError;
   }
   return 0;

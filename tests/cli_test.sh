@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The ddpm command line as a user runs it: train → sample → eval on the smoke config, and the bad inputs a
+# user meets (missing or corrupt checkpoints, another run's directory, unwritable outputs, unknown flags),
+# each with its exit code and message. Usage: cli_test.sh DDPM_BINARY SOURCE_DIR
+set -uo pipefail
+DDPM="$1"
+SRC="$2"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+CONFIG="$SRC/configs/smoke.yaml"
+COMMON=(--config "$CONFIG" --set "run.dir=$WORK/run" --set diffusion.timesteps=30)
+failures=0
+passes=0
+
+check() {  # check NAME CONDITION-COMMAND...
+  local name="$1"
+  shift
+  if "$@"; then
+    passes=$((passes + 1))
+  else
+    echo "FAIL: $name"
+    failures=$((failures + 1))
+  fi
+}
+
+# expect EXIT_CODE PATTERN COMMAND...: runs COMMAND, checks its exit code and that its output matches PATTERN.
+expect() {
+  local code="$1" pattern="$2"
+  shift 2
+  local output status
+  output="$("$@" 2>&1)"
+  status=$?
+  if [[ $status -ne $code ]] || ! grep -qE -- "$pattern" <<<"$output"; then
+    echo "FAIL: '$*' exited $status (expected $code), output should match /$pattern/:"
+    echo "$output" | tail -n 5 | sed 's/^/    /'
+    failures=$((failures + 1))
+  else
+    passes=$((passes + 1))
+  fi
+}
+
+png_size() { python3 -c 'import struct,sys; d=open(sys.argv[1],"rb").read(24); assert d[:8]==b"\x89PNG\r\n\x1a\n"; print("%dx%d" % struct.unpack(">II", d[16:24]))' "$1"; }
+
+# Nothing trained yet: sampling needs a checkpoint, evaluation falls back to a fresh model and says so.
+expect 1 "no valid checkpoint in run directory" "$DDPM" sample "${COMMON[@]}" --output "$WORK/none.png"
+expect 0 "freshly initialized" "$DDPM" eval "${COMMON[@]}" --num-images 2 --output "$WORK/fresh.json"
+
+expect 0 "step 4/4 .*img/s  ETA" "$DDPM" train "${COMMON[@]}" --set train.steps=4 --set train.log_every=2 --progress plain
+check "checkpoint written" test -f "$WORK/run/ckpt-000000004.ddpm"
+check "config saved in the run directory" grep -q "timesteps: 30" "$WORK/run/config.yaml"
+check "JSON-lines log" test "$(wc -l <"$WORK/run/train_log.jsonl")" -eq 2
+
+expect 0 "wrote $WORK/a.png" "$DDPM" sample "${COMMON[@]}" --num-images 5 --seed 1 --output "$WORK/a.png" --individual-dir "$WORK/each"
+expect 0 "wrote" "$DDPM" sample "${COMMON[@]}" --num-images 5 --seed 1 --output "$WORK/b.png"
+expect 0 "wrote" "$DDPM" sample "${COMMON[@]}" --num-images 5 --seed 2 --output "$WORK/c.png"
+check "grid of 5 28x28 images in 3 columns" test "$(png_size "$WORK/a.png")" = "92x62"
+check "individual images" test "$(ls "$WORK/each" | wc -l)" -eq 5
+check "same seed, same grid" cmp -s "$WORK/a.png" "$WORK/b.png"
+check "another seed, another grid" bash -c "! cmp -s '$WORK/a.png' '$WORK/c.png'"
+
+expect 0 "bits/dim [0-9.]+ = L_T" "$DDPM" eval "${COMMON[@]}" --num-images 3 --output "$WORK/report.json"
+check "report has every term" python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["images"] == 3 and len(r["per_t_bpd"]) == 30 and len(r["per_t_eps_mse"]) == 30
+total = r["prior_bpd"] + sum(r["per_t_bpd"])
+assert abs(total - r["total_bpd"]) < 1e-4, (total, r["total_bpd"])
+assert abs(r["decoder_bpd"] - r["per_t_bpd"][0]) < 1e-12
+assert 0 < r["prior_bpd"] < 1e-2
+' "$WORK/report.json"
+
+# Bad input: one clear message, exit 1, nothing lost.
+cp "$WORK/run/ckpt-000000004.ddpm" "$WORK/corrupt.ddpm"
+printf 'garbage' | dd of="$WORK/corrupt.ddpm" bs=1 seek=100 conv=notrunc 2>/dev/null
+expect 1 "checkpoint $WORK/corrupt.ddpm: checksum mismatch" "$DDPM" sample "${COMMON[@]}" --checkpoint "$WORK/corrupt.ddpm" --output "$WORK/x.png"
+head -c 50 "$WORK/run/ckpt-000000004.ddpm" >"$WORK/short.ddpm"
+expect 1 "short.ddpm: truncated" "$DDPM" eval "${COMMON[@]}" --checkpoint "$WORK/short.ddpm" --output "$WORK/x.json"
+expect 1 "cannot write $WORK/no/such/dir/x.png: no directory" "$DDPM" sample "${COMMON[@]}" --output "$WORK/no/such/dir/x.png"
+cp "$WORK/run/ckpt-000000004.ddpm" "$WORK/before.ddpm"
+expect 1 "holds checkpoints of another run .*model.channels 32 in the checkpoint, 64 in the config" \
+  "$DDPM" train "${COMMON[@]}" --set model.channels=64 --progress plain
+check "the other run's checkpoint is untouched" cmp -s "$WORK/before.ddpm" "$WORK/run/ckpt-000000004.ddpm"
+check "the other run's config is untouched" grep -q "channels: 32" "$WORK/run/config.yaml"
+expect 109 "The following argument was not expected: --bogus" "$DDPM" sample "${COMMON[@]}" --output "$WORK/y.png" --bogus
+expect 1 "config.yaml:3:3: unknown key 'run.sed' \(did you mean 'seed'\?\)" \
+  bash -c "printf 'run:\n  dir: x\n  sed: 1\n' > '$WORK/config.yaml' && '$DDPM' train --config '$WORK/config.yaml'"
+
+echo "$passes passed, $failures failed"
+[[ $failures -eq 0 ]]
