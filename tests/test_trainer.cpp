@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -100,6 +101,21 @@ TEST_F(TrainerTest, LossGoesDownAndTheLogHasEveryFigure) {
   EXPECT_NEAR(lines[0]["lr"].get<double>(), 4e-4, 1e-12);  // the lr of step 2: 2/5 of 1e-3
   EXPECT_NEAR(lines.back()["lr"].get<double>(), 1e-3, 1e-12);
   EXPECT_EQ(ddpm::list_checkpoints(root_ / "learn").size(), 5u);  // keep_checkpoints
+}
+
+// The `kl` objective trains on the true bound terms (bits/dim of the sampled t) instead of ε-MSE.
+TEST_F(TrainerTest, KlObjectiveTrainsOnTheBoundTerms) {
+  ddpm::Config config = smoke("kl", 12);
+  config.diffusion.loss = "kl";
+  train(config);
+  std::ifstream log(root_ / "kl" / "train_log.jsonl");
+  std::vector<double> losses;
+  for (std::string line; std::getline(log, line);) losses.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  ASSERT_EQ(losses.size(), 6u);
+  for (double loss : losses) EXPECT_TRUE(std::isfinite(loss) && loss > 0);
+  // A fresh model's bound terms at a random t are far from ε-MSE's ≈ 1: a different objective is in use.
+  EXPECT_GT(std::abs(losses.front() - 1.0), 0.05);
+  EXPECT_LT(losses.back(), losses.front());
 }
 
 TEST_F(TrainerTest, RunDirectoryOfAnotherRunIsRefusedAndLeftAlone) {

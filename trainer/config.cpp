@@ -189,6 +189,7 @@ const std::vector<Field>& schema() {
       make_field<S>("diffusion", "loss", "a string", [](Config& c) -> S& { return c.diffusion.loss; }, one_of({"simple", "kl"})),
       make_field<I>("train", "steps", "an integer", [](Config& c) -> I& { return c.train.steps; }, at_least(1)),
       make_field<I>("train", "batch_size", "an integer", [](Config& c) -> I& { return c.train.batch_size; }, at_least(1)),
+      make_field<I>("train", "micro_batches", "an integer", [](Config& c) -> I& { return c.train.micro_batches; }, at_least(1)),
       make_field<D>("train", "lr", "a number", [](Config& c) -> D& { return c.train.lr; }, in_range(0.0, 1.0, true)),
       make_field<I>("train", "warmup_steps", "an integer", [](Config& c) -> I& { return c.train.warmup_steps; }, at_least(0)),
       make_field<D>("train", "grad_clip", "a number", [](Config& c) -> D& { return c.train.grad_clip; },
@@ -198,6 +199,16 @@ const std::vector<Field>& schema() {
       make_field<I>("train", "log_every", "an integer", [](Config& c) -> I& { return c.train.log_every; }, at_least(1)),
       make_field<I>("train", "checkpoint_every", "an integer", [](Config& c) -> I& { return c.train.checkpoint_every; }, at_least(1)),
       make_field<I>("train", "keep_checkpoints", "an integer", [](Config& c) -> I& { return c.train.keep_checkpoints; }, at_least(1)),
+      make_field<S>("distributed", "backend", "a string", [](Config& c) -> S& { return c.distributed.backend; },
+                    one_of({"auto", "mpi", "nccl"})),
+      make_field<D>("distributed", "bucket_mb", "a number", [](Config& c) -> D& { return c.distributed.bucket_mb; },
+                    in_range(0.0, 4096.0, true)),
+      make_field<D>("distributed", "first_bucket_mb", "a number", [](Config& c) -> D& { return c.distributed.first_bucket_mb; },
+                    in_range(0.0, 4096.0, true)),
+      make_field<I>("distributed", "replica_check_every", "an integer",
+                    [](Config& c) -> I& { return c.distributed.replica_check_every; }, at_least(0)),
+      make_field<D>("distributed", "timeout_seconds", "a number", [](Config& c) -> D& { return c.distributed.timeout_seconds; },
+                    in_range(1.0, 86400.0)),
   };
   return fields;
 }
@@ -323,6 +334,10 @@ void validate(const Config& config) {
     throw ConfigError(file + ": diffusion.timesteps " + std::to_string(config.diffusion.timesteps) +
                       " is too few for the linear schedule (β_T = 20/T must stay below 1): use more than 20 or "
                       "schedule: cosine");
+  }
+  if (config.train.batch_size % config.train.micro_batches != 0) {
+    throw ConfigError(file + ": train.batch_size " + std::to_string(config.train.batch_size) +
+                      " must be divisible by train.micro_batches " + std::to_string(config.train.micro_batches));
   }
   if (config.model.channels % 32 != 0) {
     throw ConfigError(file + ": model.channels " + std::to_string(config.model.channels) +

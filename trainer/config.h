@@ -46,9 +46,18 @@ struct DiffusionConfig {
   std::string loss = "simple";                 // simple (ε-MSE) | kl (the true bound terms)
 };
 
+struct DistributedConfig {
+  std::string backend = "auto";        // auto (NCCL for CUDA, MPI for CPU) | mpi | nccl
+  double bucket_mb = 25.0;             // gradient bucket size (PyTorch DDP's default)
+  double first_bucket_mb = 1.0;        // a small first bucket starts communication early in backward
+  int64_t replica_check_every = 500;   // steps between parameter checksums across ranks (0: never)
+  double timeout_seconds = 60.0;       // a collective that takes longer means a dead or hung rank: abort the job
+};
+
 struct TrainConfig {
   int64_t steps = 1500;
   int64_t batch_size = 32;  // per rank
+  int64_t micro_batches = 1;  // gradient accumulation: batch_size is split into this many, synced on the last
   double lr = 1e-3;
   int64_t warmup_steps = 100;
   double grad_clip = 1.0;
@@ -67,6 +76,7 @@ struct Config {
   ModelConfig model;
   DiffusionConfig diffusion;
   TrainConfig train;
+  DistributedConfig distributed;
 };
 
 // Loads `path`, applies each "section.key=value" override in order, validates. Throws ConfigError.

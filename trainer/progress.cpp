@@ -83,7 +83,9 @@ void Progress::report(const StepReport& r) {
   if (log_) {
     log_ << "{\"step\":" << r.step << ",\"loss\":" << json_number(r.loss) << ",\"grad_norm\":" << json_number(r.grad_norm)
          << ",\"lr\":" << json_number(r.lr) << ",\"images_per_second\":" << json_number(r.images_per_second)
-         << ",\"eta_seconds\":" << json_number(r.eta_seconds) << "}\n";
+         << ",\"eta_seconds\":" << json_number(r.eta_seconds)
+         << ",\"comm_exposed_seconds\":" << json_number(r.comm_exposed_seconds)
+         << ",\"comm_total_seconds\":" << json_number(r.comm_total_seconds) << "}\n";
     log_.flush();
   }
 }

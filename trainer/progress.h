@@ -18,6 +18,8 @@ struct StepReport {
   double lr = 0.0;
   double images_per_second = 0.0;  // all ranks together
   double eta_seconds = 0.0;
+  double comm_exposed_seconds = 0.0;  // last step: waiting for gradients after backward returned
+  double comm_total_seconds = 0.0;    // last step: first bucket launched → last bucket reduced
 };
 
 // "1h02m", "3m05s", "42s"

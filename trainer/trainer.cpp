@@ -3,12 +3,15 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 
 #include "data/dataset_spec.h"
+#include "data/splitmix64.h"
 #include "trainer/builders.h"
 #ifdef DDPM_WITH_CUDA
 #include <ATen/cuda/CUDAGeneratorImpl.h>
@@ -102,10 +105,13 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
       mpi_(mpi),
       device_(device),
       options_(options),
-      comm_(make_communicator(mpi, CommBackend::kAuto, device)),
+      comm_(make_communicator(mpi, parse_comm_backend(config.distributed.backend), device)),
+      watchdog_(std::make_unique<Watchdog>(config.distributed.timeout_seconds,
+                                           [this](const std::string& what, double s) { abort_job(what, s); })),
       diffusion_(make_diffusion(config).to(device)),
       model_(nullptr),
       ema_(torch::nn::Module(), {}) {
+  check_config_matches_rank0();
   seed_rank_generators(config_.run.seed, mpi_.rank());
   // The model is built from the same seed on every rank, then rank 0's weights are broadcast anyway.
   torch::manual_seed(config_.run.seed);
@@ -128,6 +134,31 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
   }
   resume_or_start();
   broadcast_parameters();
+  if (mpi_.world_size() > 1) {
+    constexpr double kMiB = 1024.0 * 1024.0;
+    synchronizer_ = std::make_unique<GradientSynchronizer>(
+        parameters_, *comm_, static_cast<int64_t>(config_.distributed.bucket_mb * kMiB),
+        static_cast<int64_t>(config_.distributed.first_bucket_mb * kMiB));
+  }
+}
+
+void Trainer::check_config_matches_rank0() const {
+  if (mpi_.world_size() == 1) return;
+  const std::string mine = to_yaml(config_);
+  const std::string rank0 = mpi_.broadcast_string(mine);
+  const bool same = mine == rank0;
+  if (!mpi_.all_ok(same)) {
+    throw std::runtime_error(same ? "another rank's resolved config differs from rank 0's (see its message)"
+                                  : "rank " + std::to_string(mpi_.rank()) + "'s resolved config differs from rank 0's: " +
+                                        "every rank must be started with the same config and --set arguments");
+  }
+}
+
+void Trainer::abort_job(const std::string& what, double seconds) const {
+  std::cerr << "ddpm: error (rank " << mpi_.rank() << "): " << what << " has not completed after " << seconds
+            << " s: another rank is dead or hung (distributed.timeout_seconds); aborting the job" << std::endl;
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::_Exit(1);
 }
 
 void Trainer::resume_or_start() {
@@ -233,20 +264,6 @@ double Trainer::learning_rate(int64_t step) const {
   return config_.train.lr * scale;
 }
 
-void Trainer::average_gradients() {
-  if (mpi_.world_size() == 1) return;
-  std::vector<torch::Tensor> grads;
-  for (const torch::Tensor& p : parameters_) grads.push_back(p.grad().view(-1));
-  torch::Tensor flat = torch::cat(grads);
-  comm_->all_reduce_sum(flat);
-  flat.div_(static_cast<double>(mpi_.world_size()));
-  int64_t offset = 0;
-  for (torch::Tensor& g : grads) {
-    g.copy_(flat.slice(0, offset, offset + g.numel()));
-    offset += g.numel();
-  }
-}
-
 torch::Tensor Trainer::clip_gradients() {
   std::vector<torch::Tensor> grads;
   for (const torch::Tensor& p : parameters_) grads.push_back(p.grad());
@@ -259,25 +276,83 @@ torch::Tensor Trainer::clip_gradients() {
   return total;
 }
 
-Trainer::StepResult Trainer::train_step(const torch::Tensor& x0) {
-  const int64_t batch = x0.size(0);
-  const torch::Tensor t = torch::randint(0, diffusion_.num_timesteps(), {batch}, torch::TensorOptions().dtype(torch::kLong).device(device_));
-  const torch::Tensor noise = torch::randn_like(x0);
-  const torch::Tensor x_t = diffusion_.q_sample(x0, t, noise);  // eq. 4, Algorithm 1
-  const torch::Tensor eps = model_->forward(x_t, t);
-  const torch::Tensor per_example = config_.diffusion.loss == "kl"
-                                        ? diffusion_.vb_terms_bpd(eps, x0, x_t, t, /*clip_denoised=*/false)
-                                        : GaussianDiffusion::simple_loss(eps, noise);  // eq. 14
-  const torch::Tensor loss = per_example.mean();
+std::pair<torch::Tensor, torch::Tensor> Trainer::timesteps_and_noise(const Batch& batch) const {
+  const int64_t size = batch.images.size(0);
+  const torch::Tensor indices = batch.indices.to(torch::kCPU, torch::kLong).contiguous();
+  torch::Tensor t = torch::empty({size}, torch::kLong);
+  std::vector<int64_t> shape = batch.images.sizes().vec();
+  torch::Tensor noise = torch::empty(shape, torch::kFloat32);
+  for (int64_t b = 0; b < size; ++b) {
+    const uint64_t key = hash_combine(hash_combine(config_.run.seed, static_cast<uint64_t>(step_)),
+                                      static_cast<uint64_t>(indices.data_ptr<int64_t>()[b]));
+    SplitMix64 rng(key);
+    t.data_ptr<int64_t>()[b] = static_cast<int64_t>(rng.below(static_cast<uint64_t>(diffusion_.num_timesteps())));
+    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(rng.next());
+    noise[b].normal_(0.0, 1.0, generator);
+  }
+  return {t.to(device_), noise.to(device_, batch.images.scalar_type())};
+}
+
+Trainer::StepResult Trainer::train_step(const Batch& batch) {
+  const auto [t_all, noise_all] = timesteps_and_noise(batch);
+  const int64_t micro = config_.train.micro_batches;
+  const int64_t chunk = batch.images.size(0) / micro;
   optimizer_->zero_grad(/*set_to_none=*/false);
-  loss.backward();
-  average_gradients();
+  torch::Tensor loss_sum = torch::zeros({}, batch.images.options());
+  for (int64_t m = 0; m < micro; ++m) {
+    const torch::Tensor x0 = batch.images.narrow(0, m * chunk, chunk);
+    const torch::Tensor t = t_all.narrow(0, m * chunk, chunk);
+    const torch::Tensor noise = noise_all.narrow(0, m * chunk, chunk);
+    const torch::Tensor x_t = diffusion_.q_sample(x0, t, noise);  // eq. 4, Algorithm 1
+    const torch::Tensor eps = model_->forward(x_t, t);
+    const torch::Tensor per_example = config_.diffusion.loss == "kl"
+                                          ? diffusion_.vb_terms_bpd(eps, x0, x_t, t, /*clip_denoised=*/false)
+                                          : GaussianDiffusion::simple_loss(eps, noise);  // eq. 14
+    const torch::Tensor loss = per_example.mean() / static_cast<double>(micro);
+    // Gradients accumulate locally; only the last micro-batch's backward starts the all-reduce.
+    if (synchronizer_ && m == micro - 1) synchronizer_->begin();
+    loss.backward();
+    loss_sum += loss.detach();
+  }
+  if (synchronizer_) {
+    const Watchdog::Scope armed(*watchdog_, "the gradient all-reduce of step " + std::to_string(step_ + 1));
+    last_sync_ = synchronizer_->finish();
+  }
   const torch::Tensor grad_norm = clip_gradients();
   for (auto& group : optimizer_->param_groups()) group.options().set_lr(learning_rate(step_));
   optimizer_->step();
   ema_.update(*model_);
   ++step_;
-  return {loss.detach(), grad_norm};
+  return {loss_sum, grad_norm};
+}
+
+void Trainer::check_replicas() {
+  torch::NoGradGuard no_grad;
+  // Per parameter: its sum and its sum of squares in float64; a checksum with one entry per tensor also
+  // tells which parameter diverged.
+  std::vector<torch::Tensor> sums;
+  for (const torch::Tensor& p : parameters_) {
+    const torch::Tensor d = p.detach().to(torch::kFloat64);
+    sums.push_back(torch::stack({d.sum(), d.pow(2).sum()}));
+  }
+  const torch::Tensor mine = torch::stack(sums).contiguous();
+  torch::Tensor rank0 = mine.clone();
+  {
+    const Watchdog::Scope armed(*watchdog_, "the replica check of step " + std::to_string(step_));
+    comm_->broadcast(rank0, 0);
+    comm_->synchronize();
+  }
+  const torch::Tensor differs = (mine != rank0).any(1).cpu();
+  std::string first;
+  const auto names = model_->named_parameters();
+  for (int64_t i = 0; i < differs.size(0) && first.empty(); ++i) {
+    if (differs[i].item<bool>()) first = names[static_cast<size_t>(i)].key();
+  }
+  if (!mpi_.all_ok(first.empty())) {
+    throw std::runtime_error("replicas diverged at step " + std::to_string(step_) + ": " +
+                             (first.empty() ? std::string("another rank's parameters differ from rank 0's")
+                                            : "rank " + std::to_string(mpi_.rank()) + "'s " + first + " differs from rank 0's"));
+  }
 }
 
 void Trainer::save_checkpoint() {
@@ -287,6 +362,7 @@ void Trainer::save_checkpoint() {
     const std::string bytes = generator_state_bytes(g);
     rng += std::to_string(bytes.size()) + ":" + bytes;
   }
+  const Watchdog::Scope armed(*watchdog_, "the checkpoint of step " + std::to_string(step_), 10.0);
   const std::vector<std::string> all_rng = mpi_.gather_to_root(rng);
   std::string error;
   if (mpi_.rank() == 0) {
@@ -339,12 +415,13 @@ void Trainer::train() {
   while (step_ < total) {
     const Batch batch = loader.next();
     loader_state_ = batch.after;
-    const StepResult result = train_step(batch.images);
+    const StepResult result = train_step(batch);
     loss_sum += result.loss.to(torch::kFloat64);
     ++losses;
     if (step_ % config_.train.log_every == 0 || step_ == total) {
       torch::Tensor mean_loss = (loss_sum / static_cast<double>(losses)).to(torch::kFloat32).reshape({1});
       if (mpi_.world_size() > 1) {
+        const Watchdog::Scope armed(*watchdog_, "the loss average of step " + std::to_string(step_));
         comm_->all_reduce_sum(mean_loss);
         mean_loss.div_(mpi_.world_size());
       }
@@ -355,9 +432,14 @@ void Trainer::train() {
       report.lr = learning_rate(step_ - 1);
       report.images_per_second = throughput.mark(step_);
       report.eta_seconds = throughput.eta_seconds(step_, total);
+      report.comm_exposed_seconds = last_sync_.exposed_seconds;
+      report.comm_total_seconds = last_sync_.total_seconds;
       if (progress) progress->report(report);
       loss_sum.zero_();
       losses = 0;
+    }
+    if (synchronizer_ && config_.distributed.replica_check_every > 0 && step_ % config_.distributed.replica_check_every == 0) {
+      check_replicas();
     }
     if (step_ % config_.train.checkpoint_every == 0 || step_ == total) save_checkpoint();
   }

@@ -7,8 +7,10 @@
 #include <string>
 
 #include "data/data_loader.h"
+#include "distributed/bucketing.h"
 #include "distributed/communicator.h"
 #include "distributed/mpi_context.h"
+#include "distributed/watchdog.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/diffusion.h"
@@ -43,9 +45,14 @@ class Trainer {
     torch::Tensor grad_norm;  // scalar, global norm before clipping
   };
 
-  StepResult train_step(const torch::Tensor& x0);
-  void average_gradients();
+  StepResult train_step(const Batch& batch);
+  // t and ε of each example from (seed, step, data set index) alone: the same image gets the same draw whatever
+  // the number of ranks, so N ranks with batch B train exactly like one rank with batch N·B.
+  std::pair<torch::Tensor, torch::Tensor> timesteps_and_noise(const Batch& batch) const;
   torch::Tensor clip_gradients();
+  void check_config_matches_rank0() const;
+  void check_replicas();
+  [[noreturn]] void abort_job(const std::string& what, double seconds) const;
   double learning_rate(int64_t step) const;
   void broadcast_parameters();
   void save_checkpoint();
@@ -57,6 +64,9 @@ class Trainer {
   torch::Device device_;
   TrainerOptions options_;
   std::unique_ptr<Communicator> comm_;
+  std::unique_ptr<Watchdog> watchdog_;
+  std::unique_ptr<GradientSynchronizer> synchronizer_;  // only with more than one rank
+  SyncStats last_sync_;
   GaussianDiffusion diffusion_;
   UNet model_;
   std::vector<torch::Tensor> parameters_;

@@ -1,0 +1,55 @@
+// Bounds every wait on other ranks. MPI and NCCL never time out a collective by themselves, so a rank that is
+// alive but stuck (SIGSTOP, a deadlock, a hung device) would hold the whole job forever. A watchdog thread
+// checks the armed deadline and, when it passes, calls the handler (which reports and aborts the job).
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace ddpm {
+
+class Watchdog {
+ public:
+  // on_timeout(what, seconds) runs on the watchdog thread; it is expected not to return (MPI_Abort).
+  Watchdog(double timeout_seconds, std::function<void(const std::string&, double)> on_timeout);
+  ~Watchdog();
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+  // Arms the watchdog for the lifetime of the scope ("gradient all-reduce of step 12", ...), with the
+  // configured timeout times `allowance` (checkpoint writes get more).
+  class Scope {
+   public:
+    Scope(Watchdog& watchdog, std::string what, double allowance = 1.0);
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    Watchdog& watchdog_;
+  };
+
+  double timeout_seconds() const { return timeout_seconds_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  void arm(std::string what, double seconds);
+  void disarm();
+  void run();
+
+  const double timeout_seconds_;
+  std::function<void(const std::string&, double)> on_timeout_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool armed_ = false;
+  bool stopping_ = false;
+  std::string what_;
+  double armed_seconds_ = 0.0;
+  Clock::time_point deadline_;
+  std::thread thread_;
+};
+
+}  // namespace ddpm

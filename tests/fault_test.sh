@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Failures of one rank in a 3-rank CPU job: a rank killed with SIGKILL, and a rank stopped with SIGSTOP (alive
+# but stuck). Every process of the job must be gone, with a non-zero exit, within 60 s; the newest checkpoint
+# must verify, and the job must resume from it.
+# Usage: fault_test.sh DDPM COMPARE_CHECKPOINTS SOURCE_DIR
+set -uo pipefail
+DDPM="$1"
+COMPARE="$2"
+SRC="$3"
+WORK="$(mktemp -d)"
+failures=0
+passes=0
+cleanup() {
+  pkill -KILL -f -- "$WORK/" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ok() { echo "ok: $*"; passes=$((passes + 1)); }
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+start_job() {  # start_job NAME: a long 3-rank run in the background; sets JOB_PID
+  mpirun --oversubscribe -np 3 "$DDPM" train --config "$SRC/configs/smoke.yaml" --progress plain \
+    --set "run.dir=$WORK/$1" --set train.steps=100000 --set train.checkpoint_every=3 --set train.log_every=1 \
+    --set diffusion.timesteps=50 --set distributed.timeout_seconds=10 >"$WORK/$1.log" 2>&1 &
+  JOB_PID=$!
+}
+
+wait_for_checkpoint() {  # wait_for_checkpoint NAME: until a checkpoint exists (60 s at most)
+  for _ in $(seq 600); do
+    ls "$WORK/$1"/ckpt-*.ddpm >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+rank_pid() {  # rank_pid RANK: the process of that rank in the running job (from Open MPI's environment)
+  local pid
+  for pid in $(pgrep -f -- "run.dir=$WORK/"); do
+    [[ "$pid" == "$JOB_PID" ]] && continue
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then
+      echo "$pid"
+      return 0
+    fi
+  done
+  return 1
+}
+
+expect_job_ends() {  # expect_job_ends NAME WHAT: the job exits non-zero within 60 s, no rank left
+  local start=$SECONDS status
+  for _ in $(seq 600); do
+    kill -0 "$JOB_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$JOB_PID" 2>/dev/null; then
+    fail "$2: the job still runs after 60 s"
+    return 1
+  fi
+  wait "$JOB_PID"
+  status=$?
+  local elapsed=$((SECONDS - start))
+  if [[ $status -eq 0 ]]; then fail "$2: the job exited 0"; else ok "$2: the job exited $status after ${elapsed} s"; fi
+  sleep 0.5
+  if pgrep -f -- "run.dir=$WORK/$1" >/dev/null; then fail "$2: rank processes left behind"; else ok "$2: no rank left"; fi
+}
+
+expect_resumable() {  # expect_resumable NAME: newest checkpoint verifies; a new job resumes from it and finishes
+  local newest step
+  newest="$(ls "$WORK/$1"/ckpt-*.ddpm | sort | tail -n 1)"
+  if "$COMPARE" "$newest" "$newest" >/dev/null; then ok "$1: newest checkpoint $(basename "$newest") verifies"; else fail "$1: $newest is damaged"; fi
+  step=$((10#$(basename "$newest" .ddpm | sed 's/ckpt-//')))
+  if mpirun --oversubscribe -np 3 "$DDPM" train --config "$SRC/configs/smoke.yaml" --progress plain \
+      --set "run.dir=$WORK/$1" --set "train.steps=$((step + 2))" --set train.checkpoint_every=3 \
+      --set diffusion.timesteps=50 --set distributed.timeout_seconds=10 >"$WORK/$1.resume.log" 2>&1 &&
+     grep -q "resumed at step $step" "$WORK/$1.resume.log"; then
+    ok "$1: resumed at step $step and finished"
+  else
+    fail "$1: no resume"; tail -n 5 "$WORK/$1.resume.log"
+  fi
+}
+
+# 1. A rank dies (SIGKILL).
+start_job killed
+if wait_for_checkpoint killed && pid=$(rank_pid 1); then
+  kill -KILL "$pid"
+  expect_job_ends killed "rank 1 killed"
+  expect_resumable killed
+else
+  fail "killed: the job did not start"; tail -n 5 "$WORK/killed.log"
+fi
+
+# 2. A rank hangs (SIGSTOP): the others' watchdog aborts the job.
+start_job stopped
+if wait_for_checkpoint stopped && pid=$(rank_pid 2); then
+  kill -STOP "$pid"
+  expect_job_ends stopped "rank 2 stopped"
+  kill -KILL "$pid" 2>/dev/null
+  if grep -q "has not completed after 10 s: another rank is dead or hung" "$WORK/stopped.log"; then
+    ok "stopped: the watchdog said why"
+  else
+    fail "stopped: no watchdog message"; tail -n 8 "$WORK/stopped.log"
+  fi
+  expect_resumable stopped
+else
+  fail "stopped: the job did not start"; tail -n 5 "$WORK/stopped.log"
+fi
+
+echo "$passes passed, $failures failed"
+[[ $failures -eq 0 ]]
