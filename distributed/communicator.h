@@ -24,8 +24,12 @@ class Communicator {
   virtual void all_reduce_sum(torch::Tensor& tensor) = 0;
   // In-place broadcast of root's tensor to every rank.
   virtual void broadcast(torch::Tensor& tensor, int root) = 0;
-  // Blocks until every collective issued so far has completed (a host sync; not for the hot path).
+  // Blocks until every collective issued so far has completed (a host sync; not for the hot path). Throws
+  // when the backend reports an asynchronous error (NCCL).
   virtual void synchronize() = 0;
+  // Tears the communicator down so that collectives stuck in it return (ncclCommAbort); called by the watchdog
+  // before it aborts the job. Safe from another thread.
+  virtual void abort() {}
 };
 
 // kAuto picks NCCL for a CUDA device and MPI otherwise. Throws when the backend cannot serve the device.

@@ -3,8 +3,10 @@
 
 #include <c10/cuda/CUDAGuard.h>
 
+#include <chrono>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace ddpm {
 namespace {
@@ -55,7 +57,11 @@ NcclCommunicator::NcclCommunicator(const MpiContext& mpi, const torch::Device& d
 NcclCommunicator::~NcclCommunicator() {
   if (compute_ready_ != nullptr) cudaEventDestroy(compute_ready_);
   if (comm_done_ != nullptr) cudaEventDestroy(comm_done_);
-  if (comm_ != nullptr) ncclCommDestroy(comm_);
+  if (comm_ != nullptr && !aborted_) ncclCommDestroy(comm_);
+}
+
+void NcclCommunicator::abort() {
+  if (comm_ != nullptr && !aborted_.exchange(true)) ncclCommAbort(comm_);
 }
 
 void NcclCommunicator::check_tensor(const torch::Tensor& tensor, const char* op) const {
@@ -100,7 +106,19 @@ void NcclCommunicator::broadcast(torch::Tensor& tensor, int root) {
   end_collective();
 }
 
-void NcclCommunicator::synchronize() { check_cuda(cudaStreamSynchronize(comm_stream_.stream()), "cudaStreamSynchronize"); }
+void NcclCommunicator::synchronize() {
+  // Poll instead of cudaStreamSynchronize: NCCL never times out by itself, and an asynchronous error (a peer
+  // gone, a network failure) only shows through ncclCommGetAsyncError.
+  while (true) {
+    const cudaError_t state = cudaStreamQuery(comm_stream_.stream());
+    if (state == cudaSuccess) return;
+    if (state != cudaErrorNotReady) check_cuda(state, "cudaStreamQuery");
+    ncclResult_t async_error = ncclSuccess;
+    check_nccl(ncclCommGetAsyncError(comm_, &async_error), "ncclCommGetAsyncError");
+    if (async_error != ncclSuccess) check_nccl(async_error, "a collective (asynchronous error)");
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
 
 }  // namespace ddpm
 #endif  // DDPM_WITH_CUDA

@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <atomic>
+
 #include "distributed/communicator.h"
 
 namespace ddpm {
@@ -24,6 +26,7 @@ class NcclCommunicator final : public Communicator {
   void all_reduce_sum(torch::Tensor& tensor) override;
   void broadcast(torch::Tensor& tensor, int root) override;
   void synchronize() override;
+  void abort() override;
 
  private:
   // Makes the comm stream wait for work queued so far on the compute stream, and vice versa after.
@@ -35,6 +38,7 @@ class NcclCommunicator final : public Communicator {
   int world_size_;
   torch::Device device_;
   ncclComm_t comm_ = nullptr;
+  std::atomic<bool> aborted_{false};
   c10::cuda::CUDAStream comm_stream_;
   cudaEvent_t compute_ready_ = nullptr;
   cudaEvent_t comm_done_ = nullptr;

@@ -209,6 +209,14 @@ const std::vector<Field>& schema() {
                     [](Config& c) -> I& { return c.distributed.replica_check_every; }, at_least(0)),
       make_field<D>("distributed", "timeout_seconds", "a number", [](Config& c) -> D& { return c.distributed.timeout_seconds; },
                     in_range(1.0, 86400.0)),
+      make_field<bool>("monitoring", "enabled", "true or false", [](Config& c) -> bool& { return c.monitoring.enabled; }, {}),
+      make_field<S>("monitoring", "bind_address", "a string", [](Config& c) -> S& { return c.monitoring.bind_address; },
+                    [](const S& v) { if (v.empty()) throw std::invalid_argument("must not be empty"); }),
+      make_field<I>("monitoring", "base_port", "an integer", [](Config& c) -> I& { return c.monitoring.base_port; },
+                    [](const I& v) { if (v < 0 || v > 65535) throw std::invalid_argument("must be in [0, 65535], got " + std::to_string(v)); }),
+      make_field<I>("monitoring", "bound_ranges", "an integer", [](Config& c) -> I& { return c.monitoring.bound_ranges; }, at_least(1)),
+      make_field<I>("monitoring", "eval_every", "an integer", [](Config& c) -> I& { return c.monitoring.eval_every; }, at_least(0)),
+      make_field<I>("monitoring", "eval_images", "an integer", [](Config& c) -> I& { return c.monitoring.eval_images; }, at_least(1)),
   };
   return fields;
 }

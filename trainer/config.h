@@ -69,6 +69,15 @@ struct TrainConfig {
 
 // Keys a config file leaves out take these values, which are those of configs/fashion_mnist.yaml (a test
 // keeps the two equal).
+struct MonitoringConfig {
+  bool enabled = true;
+  std::string bind_address = "127.0.0.1";  // loopback unless you name an address Prometheus can reach
+  int64_t base_port = 9400;                // rank with local rank r serves on base_port + r (0: any free port)
+  int64_t bound_ranges = 4;                // the L_{t-1} terms are exported summed over this many t ranges
+  int64_t eval_every = 500;                // steps between full-bound evaluations of the EMA model (0: never)
+  int64_t eval_images = 4;                 // size of the fixed held-out batch (first images of the test split)
+};
+
 struct Config {
   std::string source = "<defaults>";  // the file it was loaded from, for messages
   RunConfig run;
@@ -77,6 +86,7 @@ struct Config {
   DiffusionConfig diffusion;
   TrainConfig train;
   DistributedConfig distributed;
+  MonitoringConfig monitoring;
 };
 
 // Loads `path`, applies each "section.key=value" override in order, validates. Throws ConfigError.

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -134,6 +135,7 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
   }
   resume_or_start();
   broadcast_parameters();
+  monitor_ = std::make_unique<TrainingMonitor>(config_, mpi_, diffusion_, device_);
   if (mpi_.world_size() > 1) {
     constexpr double kMiB = 1024.0 * 1024.0;
     synchronizer_ = std::make_unique<GradientSynchronizer>(
@@ -157,6 +159,7 @@ void Trainer::check_config_matches_rank0() const {
 void Trainer::abort_job(const std::string& what, double seconds) const {
   std::cerr << "ddpm: error (rank " << mpi_.rank() << "): " << what << " has not completed after " << seconds
             << " s: another rank is dead or hung (distributed.timeout_seconds); aborting the job" << std::endl;
+  comm_->abort();
   MPI_Abort(MPI_COMM_WORLD, 1);
   std::_Exit(1);
 }
@@ -294,6 +297,8 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::timesteps_and_noise(const Batch
 }
 
 Trainer::StepResult Trainer::train_step(const Batch& batch) {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point start = Clock::now();
   const auto [t_all, noise_all] = timesteps_and_noise(batch);
   const int64_t micro = config_.train.micro_batches;
   const int64_t chunk = batch.images.size(0) / micro;
@@ -313,17 +318,68 @@ Trainer::StepResult Trainer::train_step(const Batch& batch) {
     if (synchronizer_ && m == micro - 1) synchronizer_->begin();
     loss.backward();
     loss_sum += loss.detach();
+    monitor_->observe_batch(eps, noise, x0, x_t, t);
   }
+  const Clock::time_point backward_done = Clock::now();
   if (synchronizer_) {
     const Watchdog::Scope armed(*watchdog_, "the gradient all-reduce of step " + std::to_string(step_ + 1));
     last_sync_ = synchronizer_->finish();
+    monitor_->observe_sync(last_sync_);
   }
+  const Clock::time_point synced = Clock::now();
   const torch::Tensor grad_norm = clip_gradients();
-  for (auto& group : optimizer_->param_groups()) group.options().set_lr(learning_rate(step_));
-  optimizer_->step();
-  ema_.update(*model_);
+  StepResult result{loss_sum, grad_norm, false};
+  if (!all_finite(loss_sum, grad_norm)) {
+    // Weights, EMA and optimizer state stay as they were; every rank skips together.
+    result.skipped = true;
+    monitor_->observe_nonfinite_step();
+    if (++consecutive_skips_ >= 10) {
+      throw std::runtime_error("10 consecutive steps had a non-finite loss or gradient (last: step " +
+                               std::to_string(step_ + 1) + "); stopping with the last good checkpoint kept");
+    }
+    if (mpi_.rank() == 0) {
+      std::cerr << "ddpm: warning: step " << step_ + 1 << " skipped: non-finite loss or gradient on some rank" << std::endl;
+    }
+  } else {
+    consecutive_skips_ = 0;
+    for (auto& group : optimizer_->param_groups()) group.options().set_lr(learning_rate(step_));
+    optimizer_->step();
+    ema_.update(*model_);
+  }
   ++step_;
-  return {loss_sum, grad_norm};
+  const Clock::time_point end = Clock::now();
+  const auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+  monitor_->observe_phases(last_data_wait_, seconds(start, backward_done), seconds(backward_done, synced), seconds(synced, end));
+  return result;
+}
+
+bool Trainer::all_finite(const torch::Tensor& loss, const torch::Tensor& grad_norm) {
+  torch::Tensor bad = torch::logical_not(torch::isfinite(loss) & torch::isfinite(grad_norm)).to(torch::kFloat32).reshape({1});
+  if (mpi_.world_size() > 1) {
+    const Watchdog::Scope armed(*watchdog_, "the finiteness check of step " + std::to_string(step_ + 1));
+    comm_->all_reduce_sum(bad);
+    return bad.item<float>() == 0.0f;
+  }
+  return bad.item<float>() == 0.0f;
+}
+
+double Trainer::parameter_norm() const {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> params;
+  for (const torch::Tensor& p : parameters_) params.push_back(p.detach());
+  return torch::stack(at::_foreach_norm(params, 2.0)).norm().item<double>();
+}
+
+void Trainer::evaluate_bound_now() {
+  if (!eval_model_) {
+    torch::manual_seed(config_.run.seed);
+    eval_model_ = UNet(unet_options(config_));
+    eval_model_->to(device_);
+    seed_rank_generators(config_.run.seed, mpi_.rank());
+  }
+  ema_.copy_to(*eval_model_, 0);
+  const Watchdog::Scope armed(*watchdog_, "the bound evaluation of step " + std::to_string(step_), 100.0);
+  monitor_->evaluate(step_, eval_model_);
 }
 
 void Trainer::check_replicas() {
@@ -357,6 +413,8 @@ void Trainer::check_replicas() {
 
 void Trainer::save_checkpoint() {
   torch::NoGradGuard no_grad;
+  const auto started = std::chrono::steady_clock::now();
+  std::string written;
   std::string rng;
   for (const at::Generator& g : rank_generators(device_)) {
     const std::string bytes = generator_state_bytes(g);
@@ -389,7 +447,7 @@ void Trainer::save_checkpoint() {
           at = colon + 1 + length;
         }
       }
-      write_checkpoint(config_.run.dir, checkpoint);
+      written = write_checkpoint(config_.run.dir, checkpoint).string();
       prune_checkpoints(config_.run.dir, config_.train.keep_checkpoints, step_);
     } catch (const std::exception& e) {
       error = e.what();
@@ -397,6 +455,9 @@ void Trainer::save_checkpoint() {
   }
   error = mpi_.broadcast_string(error);
   if (!error.empty()) throw std::runtime_error("checkpoint at step " + std::to_string(step_) + " failed: " + error);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  const std::string size = mpi_.broadcast_string(written.empty() ? "0" : std::to_string(fs::file_size(written)));
+  monitor_->observe_checkpoint(step_, seconds, std::stod(size));
 }
 
 void Trainer::train() {
@@ -413,15 +474,18 @@ void Trainer::train() {
   int64_t losses = 0;
   model_->train();
   while (step_ < total) {
+    const auto wait_start = std::chrono::steady_clock::now();
     const Batch batch = loader.next();
+    last_data_wait_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
     loader_state_ = batch.after;
     const StepResult result = train_step(batch);
     loss_sum += result.loss.to(torch::kFloat64);
     ++losses;
     if (step_ % config_.train.log_every == 0 || step_ == total) {
+      // Reading the loss waits for the device, hence for any collective still queued: bounded too.
+      const Watchdog::Scope armed(*watchdog_, "the loss average of step " + std::to_string(step_));
       torch::Tensor mean_loss = (loss_sum / static_cast<double>(losses)).to(torch::kFloat32).reshape({1});
       if (mpi_.world_size() > 1) {
-        const Watchdog::Scope armed(*watchdog_, "the loss average of step " + std::to_string(step_));
         comm_->all_reduce_sum(mean_loss);
         mean_loss.div_(mpi_.world_size());
       }
@@ -435,12 +499,15 @@ void Trainer::train() {
       report.comm_exposed_seconds = last_sync_.exposed_seconds;
       report.comm_total_seconds = last_sync_.total_seconds;
       if (progress) progress->report(report);
+      monitor_->report(step_, step_ * config_.train.batch_size, report.loss, report.grad_norm, parameter_norm(), report.lr,
+                       report.images_per_second / static_cast<double>(mpi_.world_size()));
       loss_sum.zero_();
       losses = 0;
     }
     if (synchronizer_ && config_.distributed.replica_check_every > 0 && step_ % config_.distributed.replica_check_every == 0) {
       check_replicas();
     }
+    if (monitor_->wants_eval(step_)) evaluate_bound_now();
     if (step_ % config_.train.checkpoint_every == 0 || step_ == total) save_checkpoint();
   }
   if (progress) progress->finish();

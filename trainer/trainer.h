@@ -15,6 +15,7 @@
 #include "trainer/config.h"
 #include "trainer/diffusion.h"
 #include "trainer/ema.h"
+#include "trainer/monitor.h"
 #include "trainer/progress.h"
 #include "trainer/unet.h"
 
@@ -43,6 +44,7 @@ class Trainer {
   struct StepResult {
     torch::Tensor loss;       // scalar, this rank's batch mean
     torch::Tensor grad_norm;  // scalar, global norm before clipping
+    bool skipped = false;     // a loss or gradient was not finite on some rank: no update
   };
 
   StepResult train_step(const Batch& batch);
@@ -52,6 +54,10 @@ class Trainer {
   torch::Tensor clip_gradients();
   void check_config_matches_rank0() const;
   void check_replicas();
+  // True when every rank's loss and gradient norm are finite (one small collective).
+  bool all_finite(const torch::Tensor& loss, const torch::Tensor& grad_norm);
+  double parameter_norm() const;
+  void evaluate_bound_now();
   [[noreturn]] void abort_job(const std::string& what, double seconds) const;
   double learning_rate(int64_t step) const;
   void broadcast_parameters();
@@ -67,6 +73,10 @@ class Trainer {
   std::unique_ptr<Watchdog> watchdog_;
   std::unique_ptr<GradientSynchronizer> synchronizer_;  // only with more than one rank
   SyncStats last_sync_;
+  std::unique_ptr<TrainingMonitor> monitor_;
+  UNet eval_model_{nullptr};  // holds the EMA weights for the periodic bound evaluation
+  int64_t consecutive_skips_ = 0;
+  double last_data_wait_ = 0.0;
   GaussianDiffusion diffusion_;
   UNet model_;
   std::vector<torch::Tensor> parameters_;
