@@ -21,7 +21,7 @@ readonly BUILD_TYPE="${DDPM_BUILD_TYPE:-Release}"
 readonly APT_PACKAGES=(
   build-essential cmake ninja-build ccache git python3 python3-venv
   libopenmpi-dev openmpi-bin libyaml-cpp-dev prometheus-cpp-dev libgtest-dev libcli11-dev
-  zlib1g-dev libpng-dev libstb-dev nlohmann-json3-dev prometheus dataset-fashion-mnist
+  zlib1g-dev libpng-dev libstb-dev nlohmann-json3-dev prometheus curl dataset-fashion-mnist
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }
