@@ -85,5 +85,13 @@ expect 109 "The following argument was not expected: --bogus" "$DDPM" sample "${
 expect 1 "config.yaml:3:3: unknown key 'run.sed' \(did you mean 'seed'\?\)" \
   bash -c "printf 'run:\n  dir: x\n  sed: 1\n' > '$WORK/config.yaml' && '$DDPM' train --config '$WORK/config.yaml'"
 
+# A metrics port that is taken is a clear error at start, not a crash later.
+python3 -c 'import socket,time; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(60)' >"$WORK/port" &
+holder=$!
+for _ in $(seq 50); do [[ -s "$WORK/port" ]] && break; sleep 0.1; done
+expect 1 "cannot serve metrics on 127.0.0.1:$(cat "$WORK/port"): bind: Address already in use \(the port is taken" \
+  "$DDPM" train "${COMMON[@]}" --set "run.dir=$WORK/port_run" --set "monitoring.base_port=$(cat "$WORK/port")" --progress plain
+kill "$holder" 2>/dev/null
+
 echo "$passes passed, $failures failed"
 [[ $failures -eq 0 ]]
