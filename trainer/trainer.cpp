@@ -14,6 +14,7 @@
 #include "data/dataset_spec.h"
 #include "data/splitmix64.h"
 #include "trainer/builders.h"
+#include "trainer/stop_signal.h"
 #ifdef DDPM_WITH_CUDA
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #endif
@@ -328,8 +329,10 @@ Trainer::StepResult Trainer::train_step(const Batch& batch) {
   }
   const Clock::time_point synced = Clock::now();
   const torch::Tensor grad_norm = clip_gradients();
-  StepResult result{loss_sum, grad_norm, false};
-  if (!all_finite(loss_sum, grad_norm)) {
+  StepResult result{loss_sum, grad_norm, false, false};
+  const StepAgreement agreement = agree(loss_sum, grad_norm);
+  result.stop = agreement.stop;
+  if (!agreement.all_finite) {
     // Weights, EMA and optimizer state stay as they were; every rank skips together.
     result.skipped = true;
     monitor_->observe_nonfinite_step();
@@ -353,14 +356,15 @@ Trainer::StepResult Trainer::train_step(const Batch& batch) {
   return result;
 }
 
-bool Trainer::all_finite(const torch::Tensor& loss, const torch::Tensor& grad_norm) {
-  torch::Tensor bad = torch::logical_not(torch::isfinite(loss) & torch::isfinite(grad_norm)).to(torch::kFloat32).reshape({1});
+Trainer::StepAgreement Trainer::agree(const torch::Tensor& loss, const torch::Tensor& grad_norm) {
+  const torch::Tensor bad = torch::logical_not(torch::isfinite(loss) & torch::isfinite(grad_norm)).to(torch::kFloat32);
+  torch::Tensor flags = torch::stack({bad, torch::full({}, StopSignal::requested() ? 1.0f : 0.0f, bad.options())});
   if (mpi_.world_size() > 1) {
-    const Watchdog::Scope armed(*watchdog_, "the finiteness check of step " + std::to_string(step_ + 1));
-    comm_->all_reduce_sum(bad);
-    return bad.item<float>() == 0.0f;
+    const Watchdog::Scope armed(*watchdog_, "the step agreement of step " + std::to_string(step_ + 1));
+    comm_->all_reduce_sum(flags);
   }
-  return bad.item<float>() == 0.0f;
+  const torch::Tensor host = flags.cpu();
+  return {host[0].item<float>() == 0.0f, host[1].item<float>() > 0.0f};
 }
 
 double Trainer::parameter_norm() const {
@@ -506,6 +510,15 @@ void Trainer::train() {
     }
     if (synchronizer_ && config_.distributed.replica_check_every > 0 && step_ % config_.distributed.replica_check_every == 0) {
       check_replicas();
+    }
+    if (result.stop) {
+      save_checkpoint();
+      stopped_by_signal_ = true;
+      if (mpi_.rank() == 0) {
+        std::cout << "\nstopped on a signal after step " << step_ << ": checkpoint committed in " << config_.run.dir
+                  << "; run the same command to resume" << std::endl;
+      }
+      break;
     }
     if (monitor_->wants_eval(step_)) evaluate_bound_now();
     if (step_ % config_.train.checkpoint_every == 0 || step_ == total) save_checkpoint();

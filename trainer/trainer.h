@@ -31,8 +31,11 @@ class Trainer {
   // checkpoint of run.dir when there is one. Throws with context on bad input; every rank throws together.
   Trainer(const Config& config, const MpiContext& mpi, const torch::Device& device, TrainerOptions options = {});
 
-  // Trains until train.steps, checkpointing every train.checkpoint_every steps and at the end.
+  // Trains until train.steps, checkpointing every train.checkpoint_every steps and at the end. On SIGTERM or
+  // SIGINT every rank finishes its step, a checkpoint is committed, and train() returns early.
   void train();
+  // Set when train() returned early on a stop signal.
+  bool stopped_by_signal() const { return stopped_by_signal_; }
 
   int64_t step() const { return step_; }
   UNet& model() { return model_; }
@@ -45,6 +48,7 @@ class Trainer {
     torch::Tensor loss;       // scalar, this rank's batch mean
     torch::Tensor grad_norm;  // scalar, global norm before clipping
     bool skipped = false;     // a loss or gradient was not finite on some rank: no update
+    bool stop = false;        // some rank was asked to stop: checkpoint after this step and return
   };
 
   StepResult train_step(const Batch& batch);
@@ -54,8 +58,13 @@ class Trainer {
   torch::Tensor clip_gradients();
   void check_config_matches_rank0() const;
   void check_replicas();
-  // True when every rank's loss and gradient norm are finite (one small collective).
-  bool all_finite(const torch::Tensor& loss, const torch::Tensor& grad_norm);
+  // Agreement of all ranks after the backward of a step (one small collective): is any loss or gradient
+  // non-finite, and has any rank been asked to stop (SIGTERM / SIGINT)?
+  struct StepAgreement {
+    bool all_finite = true;
+    bool stop = false;
+  };
+  StepAgreement agree(const torch::Tensor& loss, const torch::Tensor& grad_norm);
   double parameter_norm() const;
   void evaluate_bound_now();
   [[noreturn]] void abort_job(const std::string& what, double seconds) const;
@@ -77,6 +86,7 @@ class Trainer {
   UNet eval_model_{nullptr};  // holds the EMA weights for the periodic bound evaluation
   int64_t consecutive_skips_ = 0;
   double last_data_wait_ = 0.0;
+  bool stopped_by_signal_ = false;
   GaussianDiffusion diffusion_;
   UNet model_;
   std::vector<torch::Tensor> parameters_;

@@ -20,6 +20,7 @@
 #include "trainer/config.h"
 #include "trainer/image_grid.h"
 #include "trainer/inference.h"
+#include "trainer/stop_signal.h"
 #include "trainer/trainer.h"
 
 namespace {
@@ -82,7 +83,9 @@ int run_train(const ConfigArgs& args, const std::string& progress, const ddpm::M
     std::cout << "run directory " << config.run.dir << ": " << trainer.start_description() << ", training to step "
               << config.train.steps << std::endl;
   }
+  const ddpm::StopSignal stop_signal;  // SIGTERM / SIGINT: finish the step, checkpoint, exit 0
   trainer.train();
+  if (trainer.stopped_by_signal()) return 0;
   if (mpi.rank() == 0) std::cout << "done: step " << trainer.step() << ", checkpoints in " << config.run.dir << std::endl;
   return 0;
 }
