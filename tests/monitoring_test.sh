@@ -53,6 +53,15 @@ else
   fail "promtool check metrics"; cat "$WORK/promtool_metrics.log"
 fi
 
+# Nothing but GET /metrics answers.
+code_other="$(curl -s -o /dev/null -w '%{http_code}' "http://$target/other")"
+code_post="$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://$target/metrics")"
+if [[ "$code_other" == 404 && "$code_post" == 405 ]]; then ok "only GET /metrics (404 elsewhere, 405 for POST)"; else fail "GET /other: $code_other, POST: $code_post"; fi
+# A client that connects and sends nothing is dropped after 2 s; the endpoint answers again after it.
+python3 -c 'import socket,sys,time; h,p=sys.argv[1].split(":"); s=socket.create_connection((h,int(p))); time.sleep(3)' "$target" &
+sleep 0.5
+if curl -sf -m 5 "http://$target/metrics" | grep -q ddpm_steps_total; then ok "a stalled client does not block the endpoint"; else fail "endpoint blocked by a stalled client"; fi
+
 PROM_PORT="$(free_port)"
 prometheus --config.file="$WORK/prom/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
   --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &

@@ -7,24 +7,12 @@
 
 #include "data/dataset_spec.h"
 #include "data/pixels.h"
+#include "trainer/atomic_file.h"
 #include "trainer/builders.h"
 
 namespace ddpm {
 namespace fs = std::filesystem;
 
-namespace {
-
-void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path temp = path.string() + ".tmp";
-  {
-    std::ofstream out(temp, std::ios::trunc);
-    out << text;
-    if (!out) throw std::runtime_error("cannot write " + temp.string());
-  }
-  fs::rename(temp, path);
-}
-
-}  // namespace
 
 TrainingMonitor::TrainingMonitor(const Config& config, const MpiContext& mpi, const GaussianDiffusion& diffusion,
                                  const torch::Device& device)
@@ -56,7 +44,7 @@ TrainingMonitor::TrainingMonitor(const Config& config, const MpiContext& mpi, co
   if (mpi.rank() == 0) {
     nlohmann::json file = nlohmann::json::array();
     file.push_back({{"targets", targets}, {"labels", {{"job", "ddpm"}}}});
-    write_atomically(fs::path(config.run.dir) / "prometheus_targets.json", file.dump(2) + "\n");
+    write_text_atomically(fs::path(config.run.dir) / "prometheus_targets.json", file.dump(2) + "\n");
   }
   if (config.monitoring.eval_every > 0) {
     const ImageDataset test = load_dataset(dataset_spec(config, "test"));

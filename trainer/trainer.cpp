@@ -13,6 +13,7 @@
 
 #include "data/dataset_spec.h"
 #include "data/splitmix64.h"
+#include "trainer/atomic_file.h"
 #include "trainer/builders.h"
 #include "trainer/stop_signal.h"
 #ifdef DDPM_WITH_CUDA
@@ -60,23 +61,6 @@ torch::Tensor bytes_tensor(const std::string& bytes) {
 std::string tensor_bytes(const torch::Tensor& t) {
   const torch::Tensor c = t.contiguous().to(torch::kCPU);
   return std::string(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.numel()));
-}
-
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  const fs::path temp = path.string() + ".tmp";
-  std::ofstream out(temp, std::ios::trunc);
-  out << text;
-  out.close();
-  std::error_code error;
-  if (!out) {
-    fs::remove(temp, error);
-    throw std::runtime_error("cannot write " + temp.string());
-  }
-  fs::rename(temp, path, error);
-  if (error) {
-    fs::remove(temp, error);
-    throw std::runtime_error("cannot rename " + temp.string() + " to " + path.string());
-  }
 }
 
 // "model.channels 32 in the checkpoint, 64 in the config; ..." for the lines of two signatures that differ.
