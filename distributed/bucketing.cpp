@@ -166,12 +166,20 @@ void GradientSynchronizer::comm_loop() {
 SyncStats GradientSynchronizer::finish() {
   std::unique_lock<std::mutex> lock(mutex_);
   if (!active_) throw std::logic_error("GradientSynchronizer::finish without begin");
-  // Parameters that took no part in this backward contribute zero, so every bucket completes on every rank.
+  // Parameters that took no part in this backward contribute what they accumulated earlier (or zero), so every
+  // bucket completes on every rank.
   for (size_t p = 0; p < params_.size(); ++p) {
     if (ready_[p]) continue;
     Bucket& bucket = buckets_[bucket_of_[p]];
     const size_t slot = static_cast<size_t>(std::find(bucket.params.begin(), bucket.params.end(), p) - bucket.params.begin());
-    bucket.buffer.narrow(0, bucket.offsets[slot], params_[p].numel()).zero_();
+    torch::Tensor target = bucket.buffer.narrow(0, bucket.offsets[slot], params_[p].numel());
+    const torch::Tensor& grad = params_[p].grad();
+    if (grad.defined()) {
+      torch::NoGradGuard no_grad;
+      torch::mul_out(target, grad.reshape({-1}), 1.0 / static_cast<double>(comm_.world_size()));
+    } else {
+      target.zero_();
+    }
     ready_[p] = true;
     ready_order_.push_back(p);
     --bucket.pending;
@@ -192,7 +200,8 @@ SyncStats GradientSynchronizer::finish() {
   for (const Bucket& bucket : buckets_) {
     stats.bytes += bucket.buffer.numel() * static_cast<int64_t>(bucket.buffer.element_size());
     for (size_t k = 0; k < bucket.params.size(); ++k) {
-      torch::Tensor grad = params_[bucket.params[k]].mutable_grad();
+      torch::Tensor& grad = params_[bucket.params[k]].mutable_grad();
+      if (!grad.defined()) grad = torch::zeros_like(params_[bucket.params[k]]);
       grad.view({-1}).copy_(bucket.buffer.narrow(0, bucket.offsets[k], grad.numel()));
     }
   }

@@ -19,7 +19,7 @@ class MpiContext {
   int world_size() const { return world_size_; }
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
-  bool thread_multiple() const { return thread_level_ == MPI_THREAD_MULTIPLE; }
+  int thread_level() const { return thread_level_; }  // what MPI_Init_thread provided
   MPI_Comm comm() const { return MPI_COMM_WORLD; }
   std::string hostname() const;
   // Collectives on small host data (checkpoint bookkeeping, agreement on errors); not for tensors.

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
@@ -177,21 +178,26 @@ void MetricsServer::serve() {
   while (!stopping_) {
     pollfd waiting{listener_, POLLIN, 0};
     if (::poll(&waiting, 1, 200) <= 0) continue;  // wakes up to notice stopping_
-    const int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+    const int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (client < 0) continue;
-    const timeval limit{2, 0};
-    ::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
-    ::setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
     answer(client);
     ::close(client);
   }
 }
 
 void MetricsServer::answer(int client) const {
+  // One deadline for the whole exchange: a client that trickles bytes cannot hold the endpoint.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  const auto wait_for = [&](short events) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd ready{client, events, 0};
+    return ::poll(&ready, 1, static_cast<int>(left.count())) > 0;
+  };
   // Read the request head (up to 8 KiB); only its first line matters.
   std::string request;
   char buffer[1024];
-  while (request.size() < 8192 && request.find("\r\n\r\n") == std::string::npos) {
+  while (request.size() < 8192 && request.find("\r\n\r\n") == std::string::npos && wait_for(POLLIN)) {
     const ssize_t n = ::recv(client, buffer, sizeof(buffer), 0);
     if (n <= 0) break;
     request.append(buffer, static_cast<size_t>(n));
@@ -214,7 +220,7 @@ void MetricsServer::answer(int client) const {
   const std::string response = "HTTP/1.1 " + status + "\r\nContent-Type: " + type + "\r\nContent-Length: " +
                                std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
   size_t sent = 0;
-  while (sent < response.size()) {
+  while (sent < response.size() && wait_for(POLLOUT)) {
     const ssize_t n = ::send(client, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
     if (n <= 0) return;
     sent += static_cast<size_t>(n);

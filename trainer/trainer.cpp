@@ -122,6 +122,11 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
   broadcast_parameters();
   monitor_ = std::make_unique<TrainingMonitor>(config_, mpi_, diffusion_, device_);
   if (mpi_.world_size() > 1) {
+    if (comm_->backend() == CommBackend::kMpi && mpi_.thread_level() < MPI_THREAD_SERIALIZED) {
+      throw std::runtime_error("this MPI library provides thread level " + std::to_string(mpi_.thread_level()) +
+                               "; the MPI backend reduces gradient buckets from a communication thread and needs at "
+                               "least MPI_THREAD_SERIALIZED");
+    }
     constexpr double kMiB = 1024.0 * 1024.0;
     synchronizer_ = std::make_unique<GradientSynchronizer>(
         parameters_, *comm_, static_cast<int64_t>(config_.distributed.bucket_mb * kMiB),
@@ -343,9 +348,12 @@ Trainer::StepResult Trainer::train_step(const Batch& batch) {
 Trainer::StepAgreement Trainer::agree(const torch::Tensor& loss, const torch::Tensor& grad_norm) {
   const torch::Tensor bad = torch::logical_not(torch::isfinite(loss) & torch::isfinite(grad_norm)).to(torch::kFloat32);
   torch::Tensor flags = torch::stack({bad, torch::full({}, StopSignal::requested() ? 1.0f : 0.0f, bad.options())});
+  // Reading the flags waits for everything queued before them, the gradient buckets included (NCCL enqueues
+  // them without waiting): the whole wait is bounded by the watchdog.
+  const Watchdog::Scope armed(*watchdog_, "the gradient all-reduce and step agreement of step " + std::to_string(step_ + 1));
   if (mpi_.world_size() > 1) {
-    const Watchdog::Scope armed(*watchdog_, "the step agreement of step " + std::to_string(step_ + 1));
     comm_->all_reduce_sum(flags);
+    comm_->synchronize();  // polls NCCL's asynchronous errors instead of blocking blindly
   }
   const torch::Tensor host = flags.cpu();
   return {host[0].item<float>() == 0.0f, host[1].item<float>() > 0.0f};
@@ -360,10 +368,14 @@ double Trainer::parameter_norm() const {
 
 void Trainer::evaluate_bound_now() {
   if (!eval_model_) {
-    torch::manual_seed(config_.run.seed);
+    // Its initial weights are overwritten by the EMA below; building it must not move the training RNG
+    // (dropout draws from it), or a resumed run would diverge from an uninterrupted one.
+    std::vector<at::Generator> generators = rank_generators(device_);
+    std::vector<torch::Tensor> states;
+    for (at::Generator& g : generators) states.push_back(g.get_state());
     eval_model_ = UNet(unet_options(config_));
     eval_model_->to(device_);
-    seed_rank_generators(config_.run.seed, mpi_.rank());
+    for (size_t i = 0; i < generators.size(); ++i) generators[i].set_state(states[i]);
   }
   ema_.copy_to(*eval_model_, 0);
   const Watchdog::Scope armed(*watchdog_, "the bound evaluation of step " + std::to_string(step_), 100.0);
@@ -381,11 +393,9 @@ void Trainer::check_replicas() {
   }
   const torch::Tensor mine = torch::stack(sums).contiguous();
   torch::Tensor rank0 = mine.clone();
-  {
-    const Watchdog::Scope armed(*watchdog_, "the replica check of step " + std::to_string(step_));
-    comm_->broadcast(rank0, 0);
-    comm_->synchronize();
-  }
+  const Watchdog::Scope armed(*watchdog_, "the replica check of step " + std::to_string(step_));
+  comm_->broadcast(rank0, 0);
+  comm_->synchronize();
   const torch::Tensor differs = (mine != rank0).any(1).cpu();
   std::string first;
   const auto names = model_->named_parameters();
