@@ -70,7 +70,6 @@ GradientSynchronizer::~GradientSynchronizer() {
 }
 
 void GradientSynchronizer::build_buckets(const std::vector<std::vector<size_t>>& layout) {
-  layout_ = layout;
   buckets_.clear();
   bucket_of_.assign(params_.size(), 0);
   for (size_t b = 0; b < layout.size(); ++b) {

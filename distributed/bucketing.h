@@ -49,8 +49,6 @@ class GradientSynchronizer {
   // back into .grad(). Rethrows a communication error.
   SyncStats finish();
 
-  const std::vector<std::vector<size_t>>& layout() const { return layout_; }
-
  private:
   using Clock = std::chrono::steady_clock;
   struct Bucket {
@@ -72,7 +70,6 @@ class GradientSynchronizer {
   const int64_t bucket_bytes_;
   const int64_t first_bucket_bytes_;
   const bool async_thread_;  // MPI backend: collectives on comm_thread_; NCCL: enqueued inline (asynchronous)
-  std::vector<std::vector<size_t>> layout_;
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_;  // param → bucket
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // kept alive: the hooks hang on them

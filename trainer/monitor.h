@@ -39,8 +39,6 @@ class TrainingMonitor {
   // the per-t vector to <run.dir>/bound_eval.jsonl. Collective.
   void evaluate(int64_t step, UNet& model);
   bool wants_eval(int64_t step) const;
-  int port() const { return server_ ? server_->port() : 0; }
-  MetricsSnapshot snapshot() const { return registry_->snapshot(); }
 
  private:
   BoundSnapshot interval_bound() const;

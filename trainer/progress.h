@@ -32,7 +32,6 @@ class Progress {
   ~Progress();
   void report(const StepReport& report);
   void finish();
-  bool bar() const { return bar_; }
 
  private:
   bool bar_;

@@ -41,6 +41,4 @@ StopSignal::~StopSignal() {
 
 bool StopSignal::requested() { return g_stop_signal != 0; }
 
-int StopSignal::signal_number() { return static_cast<int>(g_stop_signal); }
-
 }  // namespace ddpm

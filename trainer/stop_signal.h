@@ -14,8 +14,6 @@ class StopSignal {
 
   // True once SIGTERM or SIGINT has arrived (since any StopSignal was constructed).
   static bool requested();
-  // The signal that arrived (0 if none), for messages.
-  static int signal_number();
 };
 
 }  // namespace ddpm

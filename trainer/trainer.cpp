@@ -24,17 +24,6 @@ namespace ddpm {
 namespace fs = std::filesystem;
 namespace {
 
-std::string generator_state_bytes(const at::Generator& generator) {
-  const torch::Tensor state = generator.get_state().contiguous();
-  return std::string(static_cast<const char*>(state.data_ptr()), static_cast<size_t>(state.numel()));
-}
-
-void set_generator_state(at::Generator& generator, const std::string& bytes) {
-  torch::Tensor state = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
-  std::memcpy(state.data_ptr(), bytes.data(), bytes.size());
-  generator.set_state(state);
-}
-
 // This rank's generators (CPU always; the device's when on CUDA), as one byte string.
 std::vector<at::Generator> rank_generators(const torch::Device& device) {
   std::vector<at::Generator> generators = {at::detail::getDefaultCPUGenerator()};
@@ -234,7 +223,7 @@ void Trainer::restore(const Checkpoint& checkpoint) {
     for (size_t g = 0; g < generators.size(); ++g) {
       const std::string key = "rng/" + std::to_string(mpi_.rank()) + "/" + std::to_string(g);
       const auto found = checkpoint.tensors.find(key);
-      if (found != checkpoint.tensors.end()) set_generator_state(generators[g], tensor_bytes(found->second));
+      if (found != checkpoint.tensors.end()) generators[g].set_state(found->second.contiguous());
     }
   } else if (mpi_.rank() == 0) {
     std::cerr << "ddpm: warning: the checkpoint was written by " << saved_world << " ranks, this job has "
@@ -415,7 +404,7 @@ void Trainer::save_checkpoint() {
   std::string written;
   std::string rng;
   for (const at::Generator& g : rank_generators(device_)) {
-    const std::string bytes = generator_state_bytes(g);
+    const std::string bytes = tensor_bytes(g.get_state());
     rng += std::to_string(bytes.size()) + ":" + bytes;
   }
   const Watchdog::Scope armed(*watchdog_, "the checkpoint of step " + std::to_string(step_), 10.0);
