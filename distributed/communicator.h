@@ -27,6 +27,9 @@ class Communicator {
   // Blocks until every collective issued so far has completed (a host sync; not for the hot path). Throws
   // when the backend reports an asynchronous error (NCCL).
   virtual void synchronize() = 0;
+  // Throws when the backend has reported an asynchronous error (a peer gone, a network failure: NCCL); for
+  // polling loops that wait on something else. Never blocks.
+  virtual void check_async_error() {}
   // Tears the communicator down so that collectives stuck in it return (ncclCommAbort); called by the watchdog
   // before it aborts the job. Safe from another thread.
   virtual void abort() {}

@@ -113,11 +113,15 @@ void NcclCommunicator::synchronize() {
     const cudaError_t state = cudaStreamQuery(comm_stream_.stream());
     if (state == cudaSuccess) return;
     if (state != cudaErrorNotReady) check_cuda(state, "cudaStreamQuery");
-    ncclResult_t async_error = ncclSuccess;
-    check_nccl(ncclCommGetAsyncError(comm_, &async_error), "ncclCommGetAsyncError");
-    if (async_error != ncclSuccess) check_nccl(async_error, "a collective (asynchronous error)");
+    check_async_error();
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
+}
+
+void NcclCommunicator::check_async_error() {
+  ncclResult_t async_error = ncclSuccess;
+  check_nccl(ncclCommGetAsyncError(comm_, &async_error), "ncclCommGetAsyncError");
+  if (async_error != ncclSuccess) check_nccl(async_error, "a collective (asynchronous error)");
 }
 
 }  // namespace ddpm

@@ -26,6 +26,7 @@ class NcclCommunicator final : public Communicator {
   void all_reduce_sum(torch::Tensor& tensor) override;
   void broadcast(torch::Tensor& tensor, int root) override;
   void synchronize() override;
+  void check_async_error() override;
   void abort() override;
 
  private:

@@ -1,9 +1,22 @@
 #include "distributed/watchdog.h"
 
-namespace ddpm {
+#include <algorithm>
+#include <cstdio>
 
-Watchdog::Watchdog(double timeout_seconds, std::function<void(const std::string&, double)> on_timeout)
-    : timeout_seconds_(timeout_seconds), on_timeout_(std::move(on_timeout)), thread_([this] { run(); }) {}
+#include "distributed/peer_status.h"
+
+namespace ddpm {
+namespace {
+// How often the thread wakes to answer peers' questions; they wait up to a few seconds for an answer.
+constexpr std::chrono::milliseconds kTick(200);
+}  // namespace
+
+Watchdog::Watchdog(double timeout_seconds, std::function<void(const std::string&, double)> on_timeout,
+                   std::function<void(const std::string&)> on_tick)
+    : timeout_seconds_(timeout_seconds),
+      on_timeout_(std::move(on_timeout)),
+      on_tick_(std::move(on_tick)),
+      thread_([this] { run(); }) {}
 
 Watchdog::~Watchdog() {
   {
@@ -25,32 +38,59 @@ void Watchdog::arm(std::string what, double seconds) {
   armed_ = true;
   what_ = std::move(what);
   armed_seconds_ = seconds;
-  deadline_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  armed_at_ = Clock::now();
+  deadline_ = armed_at_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   cv_.notify_all();
 }
 
 void Watchdog::disarm() {
   const std::lock_guard<std::mutex> lock(mutex_);
   armed_ = false;
+  disarmed_at_ = Clock::now();
+}
+
+std::string Watchdog::doing() {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  return doing_locked(Clock::now());
+}
+
+std::string Watchdog::doing_locked(Clock::time_point now) const {
+  const auto seconds = [now](Clock::time_point since) { return std::chrono::duration<double>(now - since).count(); };
+  if (armed_) return PeerStatus::waiting(what_, seconds(armed_at_));
+  char text[64];
+  std::snprintf(text, sizeof(text), "%.1f s", seconds(disarmed_at_));
+  return "working outside any collective for " + std::string(text) +
+         (what_.empty() ? std::string(" (none yet)") : " since " + what_);
 }
 
 void Watchdog::run() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (!stopping_) {
-    if (!armed_) {
-      cv_.wait(lock, [this] { return stopping_ || armed_; });
-      continue;
+    const Clock::time_point now = Clock::now();
+    if (on_tick_) {
+      const std::string doing = doing_locked(now);
+      lock.unlock();
+      on_tick_(doing);
+      lock.lock();
+      if (stopping_) break;
     }
-    const Clock::time_point deadline = deadline_;
-    cv_.wait_until(lock, deadline, [this, deadline] { return stopping_ || !armed_ || deadline_ != deadline; });
-    if (!stopping_ && armed_ && deadline_ == deadline && Clock::now() >= deadline) {
+    if (armed_ && Clock::now() >= deadline_) {
       const std::string what = what_;
       const double seconds = armed_seconds_;
       lock.unlock();
       on_timeout_(what, seconds);
       lock.lock();
       armed_ = false;
+      continue;
     }
+    if (!armed_ && !on_tick_) {
+      cv_.wait(lock, [this] { return stopping_ || armed_; });
+      continue;
+    }
+    const Clock::time_point until = !on_tick_ ? deadline_ : armed_ ? std::min(Clock::now() + kTick, deadline_) : Clock::now() + kTick;
+    const bool was_armed = armed_;
+    const Clock::time_point deadline = deadline_;
+    cv_.wait_until(lock, until, [&] { return stopping_ || armed_ != was_armed || deadline_ != deadline; });
   }
 }
 

@@ -14,7 +14,10 @@ namespace ddpm {
 class Watchdog {
  public:
   // on_timeout(what, seconds) runs on the watchdog thread; it is expected not to return (MPI_Abort).
-  Watchdog(double timeout_seconds, std::function<void(const std::string&, double)> on_timeout);
+  // on_tick(doing), when set, runs on the watchdog thread every few hundred milliseconds with a sentence on what
+  // this rank is doing (PeerStatus answers other ranks' questions with it).
+  Watchdog(double timeout_seconds, std::function<void(const std::string&, double)> on_timeout,
+           std::function<void(const std::string&)> on_tick = {});
   ~Watchdog();
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
@@ -33,15 +36,19 @@ class Watchdog {
   };
 
   double timeout_seconds() const { return timeout_seconds_; }
+  // What this rank is doing: PeerStatus::waiting(what, seconds) while armed, else since when it works outside.
+  std::string doing();
 
  private:
   using Clock = std::chrono::steady_clock;
   void arm(std::string what, double seconds);
   void disarm();
   void run();
+  std::string doing_locked(Clock::time_point now) const;
 
   const double timeout_seconds_;
   std::function<void(const std::string&, double)> on_timeout_;
+  std::function<void(const std::string&)> on_tick_;
   std::mutex mutex_;
   std::condition_variable cv_;
   bool armed_ = false;
@@ -49,6 +56,8 @@ class Watchdog {
   std::string what_;
   double armed_seconds_ = 0.0;
   Clock::time_point deadline_;
+  Clock::time_point armed_at_ = Clock::now();
+  Clock::time_point disarmed_at_ = Clock::now();
   std::thread thread_;
 };
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Failures of one rank in a 3-rank CPU job: a rank killed with SIGKILL, and a rank stopped with SIGSTOP (alive
-# but stuck). Every process of the job must be gone, with a non-zero exit, within 60 s; the newest checkpoint
-# must verify, and the job must resume from it.
+# Failures of one rank in a 3-rank CPU job: a rank killed with SIGKILL, a rank stopped with SIGSTOP (alive but
+# frozen), and a rank whose training loop hangs (DDPM_FAULT). Every process of the job must be gone, with a
+# non-zero exit, within 60 s, the failing rank named; the newest checkpoint must verify, and the job must resume.
 # Usage: fault_test.sh DDPM COMPARE_CHECKPOINTS SOURCE_DIR
 set -uo pipefail
 DDPM="$1"
@@ -84,6 +84,11 @@ start_job killed
 if wait_for_checkpoint killed && pid=$(rank_pid 1); then
   kill -KILL "$pid"
   expect_job_ends killed "rank 1 killed"
+  if grep -q "process rank 1 with PID [0-9]* on node .* exited on signal 9" "$WORK/killed.log"; then
+    ok "killed: the dead rank is named"
+  else
+    fail "killed: the dead rank is not named"; tail -n 8 "$WORK/killed.log"
+  fi
   expect_resumable killed
 else
   fail "killed: the job did not start"; tail -n 5 "$WORK/killed.log"
@@ -95,14 +100,24 @@ if wait_for_checkpoint stopped && pid=$(rank_pid 2); then
   kill -STOP "$pid"
   expect_job_ends stopped "rank 2 stopped"
   kill -KILL "$pid" 2>/dev/null
-  if grep -q "has not completed after 10 s: another rank is dead or hung" "$WORK/stopped.log"; then
-    ok "stopped: the watchdog said why"
+  if grep -q "has not completed after 10 s: another rank is dead or hung" "$WORK/stopped.log" &&
+     grep -q "rank 2 is holding up the job: it did not answer within 2.5 s (stopped, frozen or dead); ranks 0, 1 are waiting in" "$WORK/stopped.log"; then
+    ok "stopped: the watchdog names rank 2: $(grep -m1 -o 'rank 2 is holding.*' "$WORK/stopped.log")"
   else
-    fail "stopped: no watchdog message"; tail -n 8 "$WORK/stopped.log"
+    fail "stopped: the hung rank is not named"; tail -n 8 "$WORK/stopped.log"
   fi
   expect_resumable stopped
 else
   fail "stopped: the job did not start"; tail -n 5 "$WORK/stopped.log"
+fi
+
+# 3. A rank hangs outside any collective (alive, its threads answer, its training loop stuck): named as well.
+DDPM_FAULT=hang@8:1 start_job hung
+expect_job_ends hung "rank 1 stuck in its loop"
+if grep -q "rank 1 is holding up the job: working outside any collective for" "$WORK/hung.log"; then
+  ok "hung: the watchdog names rank 1: $(grep -m1 -o 'rank 1 is holding.*' "$WORK/hung.log")"
+else
+  fail "hung: rank 1 is not named"; tail -n 8 "$WORK/hung.log"
 fi
 
 echo "$passes passed, $failures failed"

@@ -53,32 +53,12 @@ TEST_F(TrainerTest, ResumedRunIsBitIdenticalToUninterrupted) {
   int64_t compared = 0;
   for (const auto& [name, tensor] : a.tensors) {
     ASSERT_TRUE(b.tensors.count(name)) << name;
-    if (name == "optimizer") continue;  // a serialized archive: compared by its contents below
     EXPECT_TRUE(torch::equal(tensor, b.tensors.at(name))) << name << " differs after resume";
     ++compared;
   }
-  EXPECT_GT(compared, 50);  // model, EMA and RNG state
-  // The Adam moments and step counts, loaded back into optimizers over a model of the same shape.
-  const auto adam_state = [&](const ddpm::Checkpoint& checkpoint) {
-    ddpm::UNet model(ddpm::unet_options(smoke("x", 1)));
-    auto adam = std::make_unique<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(1e-3));
-    const torch::Tensor blob = checkpoint.tensors.at("optimizer");
-    torch::serialize::InputArchive archive;
-    archive.load_from(static_cast<const char*>(blob.data_ptr()), static_cast<size_t>(blob.numel()));
-    adam->load(archive);
-    std::vector<torch::Tensor> tensors;
-    for (const torch::Tensor& p : model->parameters()) {
-      const auto& s = static_cast<const torch::optim::AdamParamState&>(*adam->state().at(p.unsafeGetTensorImpl()));
-      tensors.push_back(s.exp_avg());
-      tensors.push_back(s.exp_avg_sq());
-      tensors.push_back(torch::tensor(s.step()));
-    }
-    return tensors;
-  };
-  const std::vector<torch::Tensor> adam_a = adam_state(a), adam_b = adam_state(b);
-  ASSERT_EQ(adam_a.size(), adam_b.size());
-  for (size_t i = 0; i < adam_a.size(); ++i) EXPECT_TRUE(torch::equal(adam_a[i], adam_b[i])) << "Adam state " << i;
-  EXPECT_EQ(adam_a[2].item<int64_t>(), 12);
+  EXPECT_GT(compared, 150);  // model, EMA, Adam moments and RNG state
+  EXPECT_EQ(a.tensors.at("adam/step").item<float>(), 12.0f);
+  EXPECT_GT(a.tensors.at("adam/exp_avg_sq/conv_out.weight").abs().sum().item<double>(), 0.0);
   // And training did change the weights: the step-12 model differs from the step-4 one.
   const ddpm::Checkpoint early = ddpm::read_checkpoint(root_ / "straight" / ddpm::checkpoint_file_name(4));
   EXPECT_FALSE(torch::equal(early.tensors.at("model/conv_out.weight"), a.tensors.at("model/conv_out.weight")));

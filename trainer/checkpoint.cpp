@@ -19,19 +19,10 @@ constexpr char kMagic[8] = {'D', 'D', 'P', 'M', 'C', 'K', 'P', 'T'};
 constexpr const char* kPrefix = "ckpt-";
 constexpr const char* kSuffix = ".ddpm";
 constexpr const char* kTempSuffix = ".tmp";
-// metadata length field + payload length field + CRC: the smallest possible file beyond magic and version.
-constexpr size_t kFixedBytes = sizeof(kMagic) + 4 + 4 + 8 + 4;
 
 template <class T>
 void append_le(std::string& out, T value) {
   for (size_t i = 0; i < sizeof(T); ++i) out.push_back(static_cast<char>((static_cast<uint64_t>(value) >> (8 * i)) & 0xff));
-}
-
-template <class T>
-T read_le(const std::string& bytes, size_t offset) {
-  uint64_t value = 0;
-  for (size_t i = 0; i < sizeof(T); ++i) value |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[offset + i])) << (8 * i);
-  return static_cast<T>(value);
 }
 
 uint32_t crc32_of(const char* data, size_t size) {
@@ -70,13 +61,14 @@ std::string encode(const Checkpoint& checkpoint) {
   throw CheckpointError("checkpoint " + path.string() + ": " + what);
 }
 
-void write_all(int fd, const std::string& bytes, const fs::path& path) {
+// Writes `size` bytes that go at file offset `offset` (for the message).
+void write_all(int fd, const char* data, size_t size, size_t offset, const fs::path& path) {
   size_t written = 0;
-  while (written < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+  while (written < size) {
+    const ssize_t n = ::write(fd, data + written, size - written);
     if (n < 0) {
       if (errno == EINTR) continue;
-      fail(path, std::string("write failed after ") + std::to_string(written) + " bytes: " + std::strerror(errno));
+      fail(path, std::string("write failed after ") + std::to_string(offset + written) + " bytes: " + std::strerror(errno));
     }
     written += static_cast<size_t>(n);
   }
@@ -106,16 +98,6 @@ std::optional<int64_t> step_of(const fs::path& path) {
   return std::stoll(digits);
 }
 
-std::string extract_user_metadata(const std::string& metadata, const fs::path& path) {
-  const std::string key = ",\"user\":";
-  const size_t at = metadata.find(key);
-  if (metadata.rfind("{\"step\":", 0) != 0 || at == std::string::npos || metadata.back() != '}') {
-    fail(path, "malformed metadata");
-  }
-  std::string user = metadata.substr(at + key.size(), metadata.size() - at - key.size() - 1);
-  return user == "null" ? "" : user;
-}
-
 }  // namespace
 
 std::string checkpoint_file_name(int64_t step) {
@@ -124,14 +106,20 @@ std::string checkpoint_file_name(int64_t step) {
   return name;
 }
 
-fs::path write_checkpoint(const fs::path& dir, const Checkpoint& checkpoint) {
+fs::path write_checkpoint(const fs::path& dir, const Checkpoint& checkpoint, const CheckpointWriteObserver& observer) {
+  const auto reached = [&observer](CheckpointWritePhase phase) {
+    if (observer) observer(phase);
+  };
   const std::string bytes = encode(checkpoint);
   const fs::path final_path = dir / checkpoint_file_name(checkpoint.step);
   const fs::path temp_path = dir / ("." + checkpoint_file_name(checkpoint.step) + "." + std::to_string(::getpid()) + kTempSuffix);
   int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail(temp_path, std::string("cannot create: ") + std::strerror(errno));
   try {
-    write_all(fd, bytes, temp_path);
+    const size_t half = bytes.size() / 2;
+    write_all(fd, bytes.data(), half, 0, temp_path);
+    reached(CheckpointWritePhase::kPartlyWritten);
+    write_all(fd, bytes.data() + half, bytes.size() - half, half, temp_path);
     if (::fsync(fd) != 0) fail(temp_path, std::string("fsync failed: ") + std::strerror(errno));
     const int closed = ::close(fd);
     fd = -1;  // released even when close reports an error: never close the number twice
@@ -142,12 +130,14 @@ fs::path write_checkpoint(const fs::path& dir, const Checkpoint& checkpoint) {
     fs::remove(temp_path, ignored);
     throw;
   }
+  reached(CheckpointWritePhase::kWrittenAndSynced);
   if (::rename(temp_path.c_str(), final_path.c_str()) != 0) {
     const std::string reason = std::strerror(errno);
     std::error_code ignored;
     fs::remove(temp_path, ignored);
     fail(final_path, "rename from the temp file failed: " + reason);
   }
+  reached(CheckpointWritePhase::kRenamed);
   fsync_directory(dir);
   return final_path;
 }
@@ -156,47 +146,18 @@ Checkpoint read_checkpoint(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, "cannot open");
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
-    fail(path, "not a ddpm checkpoint (bad magic at offset 0)");
-  }
-  if (bytes.size() < kFixedBytes) fail(path, "truncated: " + std::to_string(bytes.size()) + " bytes, header incomplete");
-  const uint32_t version = read_le<uint32_t>(bytes, 8);
-  if (version != kCheckpointFormatVersion) {
-    fail(path, "format version " + std::to_string(version) + " at offset 8, this build reads version " +
-                   std::to_string(kCheckpointFormatVersion));
-  }
-  const uint64_t metadata_length = read_le<uint32_t>(bytes, 12);
-  const uint64_t payload_offset_field = 16 + metadata_length;
-  if (payload_offset_field + 8 + 4 > bytes.size()) {
-    fail(path, "truncated: metadata of " + std::to_string(metadata_length) + " bytes (length at offset 12) runs past the end of the " +
-                   std::to_string(bytes.size()) + "-byte file");
-  }
-  const uint64_t payload_length = read_le<uint64_t>(bytes, payload_offset_field);
-  const uint64_t expected_size = payload_offset_field + 8 + payload_length + 4;
-  if (expected_size != bytes.size()) {
-    fail(path, (expected_size > bytes.size() ? "truncated: " : "trailing bytes: ") + std::string("expected ") +
-                   std::to_string(expected_size) + " bytes from the lengths at offsets 12 and " +
-                   std::to_string(payload_offset_field) + ", found " + std::to_string(bytes.size()));
-  }
-  const uint32_t stored_crc = read_le<uint32_t>(bytes, bytes.size() - 4);
-  const uint32_t actual_crc = crc32_of(bytes.data(), bytes.size() - 4);
-  if (stored_crc != actual_crc) fail(path, "checksum mismatch (the file is corrupt)");
+  const CheckpointHeader header = parse_checkpoint_header(bytes, path);
 
   Checkpoint checkpoint;
-  const std::string metadata = bytes.substr(16, metadata_length);
-  checkpoint.metadata = extract_user_metadata(metadata, path);
-  try {
-    checkpoint.step = std::stoll(metadata.substr(std::strlen("{\"step\":")));
-  } catch (const std::exception&) {
-    fail(path, "malformed step in the metadata");
-  }
+  checkpoint.step = header.step;
+  checkpoint.metadata = header.metadata;
   const std::optional<int64_t> named_step = step_of(path);
   if (named_step && *named_step != checkpoint.step) {
     fail(path, "holds step " + std::to_string(checkpoint.step) + " but is named for step " + std::to_string(*named_step));
   }
   try {
     torch::serialize::InputArchive archive;
-    archive.load_from(bytes.data() + payload_offset_field + 8, payload_length);
+    archive.load_from(bytes.data() + header.payload_offset, header.payload_length);
     for (const std::string& key : archive.keys()) {
       torch::Tensor tensor;
       archive.read(key, tensor);

@@ -10,18 +10,16 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-namespace ddpm {
+#include "trainer/checkpoint_format.h"  // CheckpointError, kCheckpointFormatVersion, parse_checkpoint_header
 
-class CheckpointError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace ddpm {
 
 struct Checkpoint {
   int64_t step = 0;
@@ -29,14 +27,23 @@ struct Checkpoint {
   std::map<std::string, torch::Tensor> tensors;  // model, EMA and optimizer state by name (CPU)
 };
 
-inline constexpr uint32_t kCheckpointFormatVersion = 1;
-
 // "ckpt-000001234.ddpm": fixed width so that names sort by step.
 std::string checkpoint_file_name(int64_t step);
 
+// The moments of a write at which a crash leaves different files behind; the fault-injection tests kill the
+// process at each of them.
+enum class CheckpointWritePhase {
+  kPartlyWritten,     // half of the temp file's bytes written
+  kWrittenAndSynced,  // temp file complete and fsynced, not yet renamed
+  kRenamed,           // final name in place, directory not yet fsynced
+};
+using CheckpointWriteObserver = std::function<void(CheckpointWritePhase)>;
+
 // Writes atomically to dir/checkpoint_file_name(step); returns the final path. Throws CheckpointError
 // (disk full, unwritable directory) after removing its temp file; an existing checkpoint is never touched.
-std::filesystem::path write_checkpoint(const std::filesystem::path& dir, const Checkpoint& checkpoint);
+// `observer`, when set, is called at each phase.
+std::filesystem::path write_checkpoint(const std::filesystem::path& dir, const Checkpoint& checkpoint,
+                                       const CheckpointWriteObserver& observer = {});
 
 // Reads and verifies (magic, version, lengths against the file size, CRC). Throws CheckpointError naming
 // the file and what is wrong (with the byte offset where it applies).

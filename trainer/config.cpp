@@ -199,6 +199,11 @@ const std::vector<Field>& schema() {
       make_field<I>("train", "log_every", "an integer", [](Config& c) -> I& { return c.train.log_every; }, at_least(1)),
       make_field<I>("train", "checkpoint_every", "an integer", [](Config& c) -> I& { return c.train.checkpoint_every; }, at_least(1)),
       make_field<I>("train", "keep_checkpoints", "an integer", [](Config& c) -> I& { return c.train.keep_checkpoints; }, at_least(1)),
+      make_field<I>("train", "max_consecutive_skips", "an integer",
+                    [](Config& c) -> I& { return c.train.max_consecutive_skips; }, at_least(1)),
+      make_field<S>("train", "precision", "a string", [](Config& c) -> S& { return c.train.precision; }, one_of({"fp32", "bf16"})),
+      make_field<bool>("train", "channels_last", "true or false", [](Config& c) -> bool& { return c.train.channels_last; }, {}),
+      make_field<bool>("train", "fused_adam", "true or false", [](Config& c) -> bool& { return c.train.fused_adam; }, {}),
       make_field<S>("distributed", "backend", "a string", [](Config& c) -> S& { return c.distributed.backend; },
                     one_of({"auto", "mpi", "nccl"})),
       make_field<D>("distributed", "bucket_mb", "a number", [](Config& c) -> D& { return c.distributed.bucket_mb; },
@@ -255,23 +260,31 @@ std::vector<std::string> config_keys() {
   return keys;
 }
 
-Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+namespace {
+
+ConfigError invalid_yaml(const std::string& path, const YAML::ParserException& e) {
+  return ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                     ": invalid YAML: " + e.msg);
+}
+
+// A mapping key as text. A list or a mapping used as a key ("? [a, b]: 1") is a ConfigError, not a yaml-cpp
+// conversion error; a null key reads "null" (and is then an unknown name).
+std::string key_name(const Config& config, const YAML::Node& key, const std::string& expected) {
+  if (key.IsSequence() || key.IsMap()) {
+    throw ConfigError(where(config, key) + ": expected " + expected + ", got " + (key.IsMap() ? "a mapping" : "a list"));
+  }
+  return key.as<std::string>();
+}
+
+// The loaded root node to a checked Config (config.source = path).
+Config config_from_yaml(const YAML::Node& root, const std::string& path, const std::vector<std::string>& overrides) {
   Config config;
   config.source = path;
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    throw ConfigError(path + ": cannot open the config file");
-  } catch (const YAML::ParserException& e) {
-    throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
-                      ": invalid YAML: " + e.msg);
-  }
   const YAML::Node& const_root = root;  // const lookups never insert keys
   if (!const_root.IsMap() && !const_root.IsNull()) throw ConfigError(path + ": the config must be a mapping of sections (run, data, ...)");
   const std::vector<std::string> sections = section_names();
   for (const auto& section_entry : const_root.IsMap() ? const_root : YAML::Node(YAML::NodeType::Map)) {
-    const std::string section = section_entry.first.as<std::string>();
+    const std::string section = key_name(config, section_entry.first, "a section name");
     if (std::find(sections.begin(), sections.end(), section) == sections.end()) {
       throw ConfigError(where(config, section_entry.first) + ": unknown section '" + section + "'" +
                         did_you_mean(section, sections));
@@ -284,7 +297,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
       if (f.section == section) keys.push_back(f.key);
     }
     for (const auto& entry : body) {
-      const std::string key = entry.first.as<std::string>();
+      const std::string key = key_name(config, entry.first, "a key name of section " + section);
       const Field* field = find_field(section + "." + key);
       if (field == nullptr) {
         throw ConfigError(where(config, entry.first) + ": unknown key '" + section + "." + key + "'" +
@@ -296,6 +309,30 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   for (const std::string& assignment : overrides) apply_override(config, assignment);
   validate(config);
   return config;
+}
+
+}  // namespace
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    throw ConfigError(path + ": cannot open the config file");
+  } catch (const YAML::ParserException& e) {
+    throw invalid_yaml(path, e);
+  }
+  return config_from_yaml(root, path, overrides);
+}
+
+Config parse_config(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw invalid_yaml(source, e);
+  }
+  return config_from_yaml(root, source, overrides);
 }
 
 void apply_override(Config& config, const std::string& assignment) {
@@ -321,12 +358,13 @@ void validate(const Config& config) {
   const std::string& file = config.source;
   // The U-Net halves the resolution between levels: the image must divide evenly at every level.
   const int64_t levels = static_cast<int64_t>(config.model.channel_mult.size());
-  const int64_t divisor = int64_t{1} << (levels - 1);
-  if (config.data.image_size % divisor != 0) {
+  // 63 halvings or more: no int64 size divides evenly, and 1 << 63 would not fit.
+  const bool too_many = levels - 1 >= 63;
+  if (too_many || config.data.image_size % (int64_t{1} << (levels - 1)) != 0) {
     throw ConfigError(file + ": data.image_size " + std::to_string(config.data.image_size) +
                       " cannot be halved " + std::to_string(levels - 1) + " times by a U-Net with " +
                       std::to_string(levels) + " levels (model.channel_mult): it must be a multiple of " +
-                      std::to_string(divisor));
+                      (too_many ? "2^" + std::to_string(levels - 1) : std::to_string(int64_t{1} << (levels - 1))));
   }
   for (int64_t resolution : config.model.attention_resolutions) {
     bool reached = false;

@@ -65,6 +65,10 @@ struct TrainConfig {
   int64_t log_every = 50;
   int64_t checkpoint_every = 500;
   int64_t keep_checkpoints = 3;
+  int64_t max_consecutive_skips = 10;  // steps in a row with a non-finite loss or gradient before the run stops
+  std::string precision = "fp32";      // fp32 | bf16 (autocast; float32 master weights and optimizer state)
+  bool channels_last = false;          // NHWC activations and weights (faster convolutions on tensor cores)
+  bool fused_adam = true;              // one fused multi-tensor Adam kernel instead of a loop over parameters
 };
 
 // Keys a config file leaves out take these values, which are those of configs/fashion_mnist.yaml (a test
@@ -91,6 +95,8 @@ struct Config {
 
 // Loads `path`, applies each "section.key=value" override in order, validates. Throws ConfigError.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The same for YAML text already in memory; `source` stands for the file in messages and in Config::source.
+Config parse_config(const std::string& text, const std::string& source, const std::vector<std::string>& overrides = {});
 // Applies one "section.key=value" override (value parsed as YAML: 3, 0.1, true, [1, 2]). Throws ConfigError.
 void apply_override(Config& config, const std::string& assignment);
 // Cross-field checks (e.g. the image size against the U-Net's downsampling). Throws ConfigError.

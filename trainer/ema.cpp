@@ -16,13 +16,17 @@ ExponentialMovingAverage::ExponentialMovingAverage(const torch::nn::Module& mode
   }
 }
 
-void ExponentialMovingAverage::update(const torch::nn::Module& model) {
+void ExponentialMovingAverage::update(const torch::nn::Module& model, const torch::Tensor& skip) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> params;
   for (const auto& item : model.named_parameters()) params.push_back(item.value().detach());
+  const torch::Tensor take = 1.0 - skip;
   for (size_t r = 0; r < rates_.size(); ++r) {
-    // lerp: shadow + (1 - rate)(θ - shadow) = rate · shadow + (1 - rate) · θ
-    at::_foreach_lerp_(shadows_[r], params, 1.0 - rates_[r]);
+    // shadow + w (θ − shadow) with w = (1 − rate) = rate · shadow + (1 − rate) · θ. The weight is a device tensor,
+    // 0 for a skipped step (θ is then unchanged and finite, so the shadow stays bitwise the same).
+    std::vector<torch::Tensor> step = at::_foreach_sub(params, shadows_[r]);
+    at::_foreach_mul_(step, take * (1.0 - rates_[r]));
+    at::_foreach_add_(shadows_[r], step);
   }
 }
 

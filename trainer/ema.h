@@ -13,8 +13,9 @@ class ExponentialMovingAverage {
  public:
   ExponentialMovingAverage(const torch::nn::Module& model, std::vector<double> rates);
 
-  // One update of every shadow from the model's current parameters (multi-tensor ops, no host sync).
-  void update(const torch::nn::Module& model);
+  // One update of every shadow from the model's current parameters (multi-tensor ops, no host sync), unless
+  // `skip` (a 0-dim float32 tensor on the device, 0 or 1) is 1: then every shadow stays bitwise as it was.
+  void update(const torch::nn::Module& model, const torch::Tensor& skip);
   // Loads shadow `rate_index` into `model` (for sampling and evaluation).
   void copy_to(torch::nn::Module& model, size_t rate_index) const;
 

@@ -85,7 +85,8 @@ void Progress::report(const StepReport& r) {
          << ",\"lr\":" << json_number(r.lr) << ",\"images_per_second\":" << json_number(r.images_per_second)
          << ",\"eta_seconds\":" << json_number(r.eta_seconds)
          << ",\"comm_exposed_seconds\":" << json_number(r.comm_exposed_seconds)
-         << ",\"comm_total_seconds\":" << json_number(r.comm_total_seconds) << "}\n";
+         << ",\"comm_total_seconds\":" << json_number(r.comm_total_seconds) << ",\"skipped_steps\":" << r.skipped_steps
+         << "}\n";
     log_.flush();
   }
 }

@@ -20,6 +20,7 @@ struct StepReport {
   double eta_seconds = 0.0;
   double comm_exposed_seconds = 0.0;  // last step: waiting for gradients after backward returned
   double comm_total_seconds = 0.0;    // last step: first bucket launched → last bucket reduced
+  int64_t skipped_steps = 0;          // since this process started: non-finite loss or gradient on some rank
 };
 
 // "1h02m", "3m05s", "42s"

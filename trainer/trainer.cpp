@@ -9,12 +9,16 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <sstream>
+#include <thread>
 
 #include "data/dataset_spec.h"
 #include "data/splitmix64.h"
 #include "trainer/atomic_file.h"
 #include "trainer/builders.h"
+#include "trainer/autocast.h"
+#include "trainer/keyed_noise.h"
 #include "trainer/stop_signal.h"
 #ifdef DDPM_WITH_CUDA
 #include <ATen/cuda/CUDAGeneratorImpl.h>
@@ -31,14 +35,6 @@ std::vector<at::Generator> rank_generators(const torch::Device& device) {
   if (device.is_cuda()) generators.push_back(at::cuda::detail::getDefaultCUDAGenerator(device.index()));
 #endif
   return generators;
-}
-
-std::string serialize_optimizer(torch::optim::Optimizer& optimizer) {
-  torch::serialize::OutputArchive archive;
-  optimizer.save(archive);
-  std::ostringstream stream;
-  archive.save_to(stream);
-  return stream.str();
 }
 
 torch::Tensor bytes_tensor(const std::string& bytes) {
@@ -81,10 +77,14 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
       device_(device),
       options_(options),
       comm_(make_communicator(mpi, parse_comm_backend(config.distributed.backend), device)),
-      watchdog_(std::make_unique<Watchdog>(config.distributed.timeout_seconds,
-                                           [this](const std::string& what, double s) { abort_job(what, s); })),
+      peer_status_(std::make_unique<PeerStatus>(mpi)),
+      watchdog_(std::make_unique<Watchdog>(
+          config.distributed.timeout_seconds, [this](const std::string& what, double s) { abort_job(what, s); },
+          [this](const std::string& doing) { peer_status_->answer_questions(doing); })),
+      faults_(FaultInjector::from_environment(mpi.rank())),
       diffusion_(make_diffusion(config).to(device)),
       model_(nullptr),
+      step_flags_(device),
       ema_(torch::nn::Module(), {}) {
   check_config_matches_rank0();
   seed_rank_generators(config_.run.seed, mpi_.rank());
@@ -94,7 +94,11 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
   model_->to(device_);
   seed_rank_generators(config_.run.seed, mpi_.rank());
   for (const torch::Tensor& p : model_->parameters()) parameters_.push_back(p);
-  optimizer_ = std::make_unique<torch::optim::Adam>(parameters_, torch::optim::AdamOptions(config_.train.lr));
+  std::vector<std::string> names;
+  for (const auto& item : model_->named_parameters()) names.push_back(item.key());
+  AdamOptions adam;
+  adam.fused = config_.train.fused_adam;
+  optimizer_ = std::make_unique<Adam>(parameters_, names, adam);
   ema_ = ExponentialMovingAverage(*model_, config_.train.ema_rates);
 
   // Every rank opens the data set itself (it must exist on every node) and fails up front on bad files.
@@ -137,7 +141,12 @@ void Trainer::check_config_matches_rank0() const {
 
 void Trainer::abort_job(const std::string& what, double seconds) const {
   std::cerr << "ddpm: error (rank " << mpi_.rank() << "): " << what << " has not completed after " << seconds
-            << " s: another rank is dead or hung (distributed.timeout_seconds); aborting the job" << std::endl;
+            << " s: another rank is dead or hung (distributed.timeout_seconds); asking the other ranks" << std::endl;
+  // A few seconds, and never more than a quarter of the timeout, for the live ranks to answer.
+  const double grace = std::clamp(config_.distributed.timeout_seconds / 4.0, 1.0, 5.0);
+  const std::string diagnosis = peer_status_->diagnose(what, PeerStatus::waiting(what, seconds), grace);
+  if (!diagnosis.empty()) std::cerr << "ddpm: error (rank " << mpi_.rank() << "): " << diagnosis << std::endl;
+  std::cerr << "ddpm: error (rank " << mpi_.rank() << "): aborting the job" << std::endl;
   comm_->abort();
   MPI_Abort(MPI_COMM_WORLD, 1);
   std::_Exit(1);
@@ -207,14 +216,7 @@ void Trainer::restore(const Checkpoint& checkpoint) {
     item.value().copy_(found->second);
   }
   ema_.load_state(checkpoint.tensors);
-  {
-    const auto optimizer_state = checkpoint.tensors.find("optimizer");
-    if (optimizer_state == checkpoint.tensors.end()) throw std::runtime_error("the checkpoint has no optimizer state");
-    torch::serialize::InputArchive archive;
-    const std::string bytes = tensor_bytes(optimizer_state->second);
-    archive.load_from(bytes.data(), bytes.size(), device_);
-    optimizer_->load(archive);
-  }
+  optimizer_->load_state(checkpoint.tensors);
   step_ = checkpoint.step;
   loader_state_.epoch = meta.at("loader").at("epoch").get<int64_t>();
   loader_state_.position = meta.at("loader").at("position").get<int64_t>();
@@ -259,20 +261,10 @@ torch::Tensor Trainer::clip_gradients() {
 }
 
 std::pair<torch::Tensor, torch::Tensor> Trainer::timesteps_and_noise(const Batch& batch) const {
-  const int64_t size = batch.images.size(0);
-  const torch::Tensor indices = batch.indices.to(torch::kCPU, torch::kLong).contiguous();
-  torch::Tensor t = torch::empty({size}, torch::kLong);
-  std::vector<int64_t> shape = batch.images.sizes().vec();
-  torch::Tensor noise = torch::empty(shape, torch::kFloat32);
-  for (int64_t b = 0; b < size; ++b) {
-    const uint64_t key = hash_combine(hash_combine(config_.run.seed, static_cast<uint64_t>(step_)),
-                                      static_cast<uint64_t>(indices.data_ptr<int64_t>()[b]));
-    SplitMix64 rng(key);
-    t.data_ptr<int64_t>()[b] = static_cast<int64_t>(rng.below(static_cast<uint64_t>(diffusion_.num_timesteps())));
-    at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(rng.next());
-    noise[b].normal_(0.0, 1.0, generator);
-  }
-  return {t.to(device_), noise.to(device_, batch.images.scalar_type())};
+  const KeyedDraws draws =
+      keyed_timesteps_and_noise(config_.run.seed, step_, batch.indices.to(device_, torch::kLong, /*non_blocking=*/true),
+                                batch.images.sizes().slice(1), diffusion_.num_timesteps(), batch.images.scalar_type());
+  return {draws.t, draws.noise};
 }
 
 Trainer::StepResult Trainer::train_step(const Batch& batch) {
@@ -281,18 +273,32 @@ Trainer::StepResult Trainer::train_step(const Batch& batch) {
   const auto [t_all, noise_all] = timesteps_and_noise(batch);
   const int64_t micro = config_.train.micro_batches;
   const int64_t chunk = batch.images.size(0) / micro;
-  optimizer_->zero_grad(/*set_to_none=*/false);
+  const int64_t this_step = step_ + 1;
+  torch::Tensor images = batch.images;
+  if (faults_.active(FaultKind::kNanInput, this_step)) {
+    images = images.clone();
+    images.view({-1})[0].fill_(std::numeric_limits<float>::quiet_NaN());
+  }
+  const bool bf16 = config_.train.precision == "bf16";
+  optimizer_->zero_grad();
   torch::Tensor loss_sum = torch::zeros({}, batch.images.options());
   for (int64_t m = 0; m < micro; ++m) {
-    const torch::Tensor x0 = batch.images.narrow(0, m * chunk, chunk);
+    const torch::Tensor x0 = images.narrow(0, m * chunk, chunk);
     const torch::Tensor t = t_all.narrow(0, m * chunk, chunk);
     const torch::Tensor noise = noise_all.narrow(0, m * chunk, chunk);
-    const torch::Tensor x_t = diffusion_.q_sample(x0, t, noise);  // eq. 4, Algorithm 1
-    const torch::Tensor eps = model_->forward(x_t, t);
+    torch::Tensor x_t = diffusion_.q_sample(x0, t, noise);  // eq. 4, Algorithm 1
+    if (config_.train.channels_last) x_t = x_t.contiguous(torch::MemoryFormat::ChannelsLast);
+    torch::Tensor eps;
+    {
+      const AutocastScope autocast(device_, bf16);
+      eps = model_->forward(x_t, t);
+    }
+    eps = eps.to(torch::kFloat32);  // the loss and the bound terms in float32 whatever the precision
     const torch::Tensor per_example = config_.diffusion.loss == "kl"
                                           ? diffusion_.vb_terms_bpd(eps, x0, x_t, t, /*clip_denoised=*/false)
                                           : GaussianDiffusion::simple_loss(eps, noise);  // eq. 14
-    const torch::Tensor loss = per_example.mean() / static_cast<double>(micro);
+    torch::Tensor loss = per_example.mean() / static_cast<double>(micro);
+    if (faults_.active(FaultKind::kNanLoss, this_step)) loss = loss + std::numeric_limits<double>::quiet_NaN();
     // Gradients accumulate locally; only the last micro-batch's backward starts the all-reduce.
     if (synchronizer_ && m == micro - 1) synchronizer_->begin();
     loss.backward();
@@ -301,51 +307,70 @@ Trainer::StepResult Trainer::train_step(const Batch& batch) {
   }
   const Clock::time_point backward_done = Clock::now();
   if (synchronizer_) {
-    const Watchdog::Scope armed(*watchdog_, "the gradient all-reduce of step " + std::to_string(step_ + 1));
+    const Watchdog::Scope armed(*watchdog_, "the gradient all-reduce of step " + std::to_string(this_step));
     last_sync_ = synchronizer_->finish();
     monitor_->observe_sync(last_sync_);
   }
   const Clock::time_point synced = Clock::now();
-  const torch::Tensor grad_norm = clip_gradients();
-  StepResult result{loss_sum, grad_norm, false, false};
-  const StepAgreement agreement = agree(loss_sum, grad_norm);
-  result.stop = agreement.stop;
-  if (!agreement.all_finite) {
-    // Weights, EMA and optimizer state stay as they were; every rank skips together.
-    result.skipped = true;
-    monitor_->observe_nonfinite_step();
-    if (++consecutive_skips_ >= 10) {
-      throw std::runtime_error("10 consecutive steps had a non-finite loss or gradient (last: step " +
-                               std::to_string(step_ + 1) + "); stopping with the last good checkpoint kept");
-    }
-    if (mpi_.rank() == 0) {
-      std::cerr << "ddpm: warning: step " << step_ + 1 << " skipped: non-finite loss or gradient on some rank" << std::endl;
-    }
-  } else {
-    consecutive_skips_ = 0;
-    for (auto& group : optimizer_->param_groups()) group.options().set_lr(learning_rate(step_));
-    optimizer_->step();
-    ema_.update(*model_);
+  if (faults_.active(FaultKind::kNanGrad, this_step)) {
+    torch::NoGradGuard no_grad;
+    parameters_.front().grad().view({-1})[0].fill_(std::numeric_limits<float>::quiet_NaN());
   }
+  const torch::Tensor grad_norm = clip_gradients();
+  const torch::Tensor flags = agree(loss_sum, grad_norm);
+  // A non-finite loss or gradient on any rank: every rank skips the update, on the device (no host sync);
+  // weights, EMA and optimizer state stay bitwise as they were.
+  const torch::Tensor skip = (flags[0] > 0).to(torch::kFloat32);
+  optimizer_->step(learning_rate(step_), skip);
+  ema_.update(*model_, skip);
   ++step_;
+  step_flags_.push(step_, flags);
+  StepResult result{loss_sum, grad_norm, account_flags(/*drain=*/false)};
   const Clock::time_point end = Clock::now();
   const auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
   monitor_->observe_phases(last_data_wait_, seconds(start, backward_done), seconds(backward_done, synced), seconds(synced, end));
   return result;
 }
 
-Trainer::StepAgreement Trainer::agree(const torch::Tensor& loss, const torch::Tensor& grad_norm) {
+torch::Tensor Trainer::agree(const torch::Tensor& loss, const torch::Tensor& grad_norm) {
   const torch::Tensor bad = torch::logical_not(torch::isfinite(loss) & torch::isfinite(grad_norm)).to(torch::kFloat32);
   torch::Tensor flags = torch::stack({bad, torch::full({}, StopSignal::requested() ? 1.0f : 0.0f, bad.options())});
-  // Reading the flags waits for everything queued before them, the gradient buckets included (NCCL enqueues
-  // them without waiting): the whole wait is bounded by the watchdog.
-  const Watchdog::Scope armed(*watchdog_, "the gradient all-reduce and step agreement of step " + std::to_string(step_ + 1));
   if (mpi_.world_size() > 1) {
+    // MPI reduces at once (CPU); NCCL only enqueues, and the host reads the result a step later.
+    const Watchdog::Scope armed(*watchdog_, "the step agreement of step " + std::to_string(step_ + 1));
     comm_->all_reduce_sum(flags);
-    comm_->synchronize();  // polls NCCL's asynchronous errors instead of blocking blindly
   }
-  const torch::Tensor host = flags.cpu();
-  return {host[0].item<float>() == 0.0f, host[1].item<float>() > 0.0f};
+  return flags;
+}
+
+bool Trainer::account_flags(bool drain) {
+  bool stop = false;
+  const auto wait = [this](const std::function<bool()>& ready) {
+    // Waiting for a step's flags waits for everything queued before them, the gradient buckets included.
+    const Watchdog::Scope armed(*watchdog_, "the gradient all-reduce and step agreement of step " + std::to_string(step_ - 1));
+    while (!ready()) {
+      comm_->check_async_error();
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  };
+  for (const StepFlags& flags : step_flags_.pop(drain, wait)) {
+    stop = stop || flags.stop;
+    if (!flags.nonfinite) {
+      consecutive_skips_ = 0;
+      continue;
+    }
+    ++skipped_steps_;
+    monitor_->observe_nonfinite_step();
+    if (mpi_.rank() == 0) {
+      std::cerr << "ddpm: warning: step " << flags.step << " skipped: non-finite loss or gradient on some rank" << std::endl;
+    }
+    if (++consecutive_skips_ >= config_.train.max_consecutive_skips) {
+      throw std::runtime_error(std::to_string(consecutive_skips_) + " consecutive steps had a non-finite loss or gradient " +
+                               "(train.max_consecutive_skips; last: step " + std::to_string(flags.step) +
+                               "); stopping with the last good checkpoint kept in " + config_.run.dir);
+    }
+  }
+  return stop;
 }
 
 double Trainer::parameter_norm() const {
@@ -422,7 +447,7 @@ void Trainer::save_checkpoint() {
       checkpoint.metadata = meta.dump();
       for (const auto& item : model_->named_parameters()) checkpoint.tensors["model/" + item.key()] = item.value().detach().cpu();
       for (auto& [name, tensor] : ema_.state()) checkpoint.tensors[name] = tensor.cpu();
-      checkpoint.tensors["optimizer"] = bytes_tensor(serialize_optimizer(*optimizer_));
+      for (auto& [name, tensor] : optimizer_->state()) checkpoint.tensors[name] = tensor.cpu();
       for (size_t r = 0; r < all_rng.size(); ++r) {
         // Each rank's generator states, length-prefixed, split back into one tensor per generator.
         const std::string& packed = all_rng[r];
@@ -434,7 +459,9 @@ void Trainer::save_checkpoint() {
           at = colon + 1 + length;
         }
       }
-      written = write_checkpoint(config_.run.dir, checkpoint).string();
+      written = write_checkpoint(config_.run.dir, checkpoint, [this](CheckpointWritePhase phase) {
+                  faults_.at_checkpoint_phase(phase, step_);
+                }).string();
       prune_checkpoints(config_.run.dir, config_.train.keep_checkpoints, step_);
     } catch (const std::exception& e) {
       error = e.what();
@@ -461,6 +488,7 @@ void Trainer::train() {
   int64_t losses = 0;
   model_->train();
   while (step_ < total) {
+    faults_.maybe_hang(step_ + 1);
     const auto wait_start = std::chrono::steady_clock::now();
     const Batch batch = loader.next();
     last_data_wait_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
@@ -485,6 +513,7 @@ void Trainer::train() {
       report.eta_seconds = throughput.eta_seconds(step_, total);
       report.comm_exposed_seconds = last_sync_.exposed_seconds;
       report.comm_total_seconds = last_sync_.total_seconds;
+      report.skipped_steps = skipped_steps_;
       if (progress) progress->report(report);
       monitor_->report(step_, step_ * config_.train.batch_size, report.loss, report.grad_norm, parameter_norm(), report.lr,
                        report.images_per_second / static_cast<double>(mpi_.world_size()));
@@ -494,7 +523,10 @@ void Trainer::train() {
     if (synchronizer_ && config_.distributed.replica_check_every > 0 && step_ % config_.distributed.replica_check_every == 0) {
       check_replicas();
     }
-    if (result.stop) {
+    const bool checkpoint_due = step_ % config_.train.checkpoint_every == 0 || step_ == total;
+    // Before a checkpoint every step's flags are accounted for (a GPU reads them a step late).
+    const bool stop = result.stop || (checkpoint_due && account_flags(/*drain=*/true));
+    if (stop) {
       save_checkpoint();
       stopped_by_signal_ = true;
       if (mpi_.rank() == 0) {
@@ -504,7 +536,7 @@ void Trainer::train() {
       break;
     }
     if (monitor_->wants_eval(step_)) evaluate_bound_now();
-    if (step_ % config_.train.checkpoint_every == 0 || step_ == total) save_checkpoint();
+    if (checkpoint_due) save_checkpoint();
   }
   if (progress) progress->finish();
 }

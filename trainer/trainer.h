@@ -10,13 +10,17 @@
 #include "distributed/bucketing.h"
 #include "distributed/communicator.h"
 #include "distributed/mpi_context.h"
+#include "distributed/peer_status.h"
 #include "distributed/watchdog.h"
 #include "trainer/checkpoint.h"
 #include "trainer/config.h"
 #include "trainer/diffusion.h"
+#include "trainer/adam.h"
 #include "trainer/ema.h"
+#include "trainer/fault_injection.h"
 #include "trainer/monitor.h"
 #include "trainer/progress.h"
+#include "trainer/step_flags.h"
 #include "trainer/unet.h"
 
 namespace ddpm {
@@ -47,7 +51,6 @@ class Trainer {
   struct StepResult {
     torch::Tensor loss;       // scalar, this rank's batch mean
     torch::Tensor grad_norm;  // scalar, global norm before clipping
-    bool skipped = false;     // a loss or gradient was not finite on some rank: no update
     bool stop = false;        // some rank was asked to stop: checkpoint after this step and return
   };
 
@@ -58,13 +61,12 @@ class Trainer {
   torch::Tensor clip_gradients();
   void check_config_matches_rank0() const;
   void check_replicas();
-  // Agreement of all ranks after the backward of a step (one small collective): is any loss or gradient
-  // non-finite, and has any rank been asked to stop (SIGTERM / SIGINT)?
-  struct StepAgreement {
-    bool all_finite = true;
-    bool stop = false;
-  };
-  StepAgreement agree(const torch::Tensor& loss, const torch::Tensor& grad_norm);
+  // Agreement of all ranks after the backward of a step (one small collective, no host sync): [is any loss or
+  // gradient non-finite, has any rank been asked to stop (SIGTERM / SIGINT)], summed over ranks, on the device.
+  torch::Tensor agree(const torch::Tensor& loss, const torch::Tensor& grad_norm);
+  // Host bookkeeping of the flags whose turn has come (StepFlagsQueue): counts skips, stops the run after
+  // train.max_consecutive_skips in a row; true when a rank asked to stop.
+  bool account_flags(bool drain);
   double parameter_norm() const;
   void evaluate_bound_now();
   [[noreturn]] void abort_job(const std::string& what, double seconds) const;
@@ -79,18 +81,22 @@ class Trainer {
   torch::Device device_;
   TrainerOptions options_;
   std::unique_ptr<Communicator> comm_;
+  std::unique_ptr<PeerStatus> peer_status_;  // names the hung rank when the watchdog fires
   std::unique_ptr<Watchdog> watchdog_;
   std::unique_ptr<GradientSynchronizer> synchronizer_;  // only with more than one rank
   SyncStats last_sync_;
   std::unique_ptr<TrainingMonitor> monitor_;
   UNet eval_model_{nullptr};  // holds the EMA weights for the periodic bound evaluation
+  FaultInjector faults_;  // none unless a test sets DDPM_FAULT
   int64_t consecutive_skips_ = 0;
+  int64_t skipped_steps_ = 0;
   double last_data_wait_ = 0.0;
   bool stopped_by_signal_ = false;
   GaussianDiffusion diffusion_;
   UNet model_;
   std::vector<torch::Tensor> parameters_;
-  std::unique_ptr<torch::optim::Adam> optimizer_;
+  std::unique_ptr<Adam> optimizer_;
+  StepFlagsQueue step_flags_;
   ExponentialMovingAverage ema_;
   std::shared_ptr<const ImageDataset> dataset_;
   LoaderState loader_state_;

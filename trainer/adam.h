@@ -1,0 +1,47 @@
+// Adam (Kingma & Ba 2015, Algorithm 1; no weight decay, as in the DDPM paper) over all parameters at once.
+// Two kernels with one state layout: ATen's fused multi-tensor kernel (one pass over every parameter, the
+// default), or a loop of ordinary tensor ops per parameter (the baseline the benchmark measures it against).
+// A step can be skipped on the device (`skip` = 1: non-finite gradients on some rank), so deciding it needs no
+// host sync; a skipped step leaves parameters, moments and the step count bitwise unchanged.
+#pragma once
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace ddpm {
+
+struct AdamOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  bool fused = true;
+};
+
+class Adam {
+ public:
+  // `names` name the parameters in checkpoints (the model's named_parameters keys).
+  Adam(std::vector<torch::Tensor> parameters, std::vector<std::string> names, AdamOptions options);
+
+  void zero_grad();
+  // θ ← θ − lr · m̂ / (√v̂ + ε) with bias-corrected moments, unless `skip` (a 0-dim float32 tensor on the
+  // parameters' device, 0 or 1) is 1.
+  void step(double lr, const torch::Tensor& skip);
+
+  // "adam/step", "adam/exp_avg/<name>", "adam/exp_avg_sq/<name>" (on the device; callers copy as needed).
+  std::map<std::string, torch::Tensor> state() const;
+  // Throws std::runtime_error naming a missing or mis-shaped tensor.
+  void load_state(const std::map<std::string, torch::Tensor>& tensors);
+
+ private:
+  void step_per_tensor(double lr, const torch::Tensor& skip);
+
+  std::vector<torch::Tensor> parameters_;
+  std::vector<std::string> names_;
+  AdamOptions options_;
+  std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;
+  std::vector<torch::Tensor> steps_;  // one float32 scalar per parameter (the fused kernel's layout), all equal
+};
+
+}  // namespace ddpm

@@ -1,0 +1,57 @@
+#include "trainer/keyed_noise.h"
+
+#include "data/splitmix64.h"
+
+namespace ddpm {
+namespace {
+
+constexpr int64_t as_signed(uint64_t value) { return static_cast<int64_t>(value); }
+constexpr int64_t kGolden = as_signed(0x9e3779b97f4a7c15ULL);
+constexpr double kPi = 3.14159265358979323846;
+constexpr int64_t kTimestepStream = as_signed(0xd1b54a32d192ed03ULL);
+
+// x >> k on the 64 bits as unsigned: torch shifts int64 arithmetically, so mask the sign copies away.
+torch::Tensor shift_right_logical(const torch::Tensor& x, int64_t k) {
+  return torch::bitwise_and(torch::bitwise_right_shift(x, k), as_signed((~0ULL) >> k));
+}
+
+// The top 53 bits as a double in [0, 1).
+torch::Tensor unit_interval(const torch::Tensor& bits) {
+  return shift_right_logical(bits, 11).to(torch::kFloat64) * 0x1.0p-53;
+}
+
+}  // namespace
+
+torch::Tensor splitmix64_mix(const torch::Tensor& z0) {
+  torch::Tensor z = torch::bitwise_xor(z0, shift_right_logical(z0, 30)) * as_signed(0xbf58476d1ce4e5b9ULL);
+  z = torch::bitwise_xor(z, shift_right_logical(z, 27)) * as_signed(0x94d049bb133111ebULL);
+  return torch::bitwise_xor(z, shift_right_logical(z, 31));
+}
+
+KeyedDraws keyed_timesteps_and_noise(uint64_t seed, int64_t step, const torch::Tensor& indices, c10::IntArrayRef item_shape,
+                                     int64_t num_timesteps, torch::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  const int64_t batch = indices.size(0);
+  const int64_t base = as_signed(hash_combine(seed, static_cast<uint64_t>(step)));
+  // One key per image: a bijective mix of (base, index), so distinct indices never share a stream.
+  const torch::Tensor keys = splitmix64_mix(indices.to(torch::kLong) * kGolden + base);  // [B]
+  KeyedDraws draws;
+  // 53 random bits scaled to [0, T): the bias of the floor is below T / 2^53.
+  draws.t = torch::floor(unit_interval(splitmix64_mix(torch::bitwise_xor(keys, kTimestepStream))) * static_cast<double>(num_timesteps))
+                .to(torch::kLong);
+
+  int64_t elements = 1;
+  for (const int64_t d : item_shape) elements *= d;
+  // Element j of an image uses counters 2j+1 and 2j+2 of its key's Weyl sequence: two uniforms, one normal.
+  const torch::Tensor j = torch::arange(elements, indices.options().dtype(torch::kLong));
+  const torch::Tensor counters = keys.unsqueeze(1) + (2 * j + 1).unsqueeze(0) * kGolden;  // [B, elements]
+  const torch::Tensor u1 = 1.0 - unit_interval(splitmix64_mix(counters));                // (0, 1]: log(u1) finite
+  const torch::Tensor u2 = unit_interval(splitmix64_mix(counters + kGolden));
+  const torch::Tensor normal = torch::sqrt(-2.0 * torch::log(u1)) * torch::cos((2.0 * kPi) * u2);  // Box–Muller
+  std::vector<int64_t> shape = {batch};
+  shape.insert(shape.end(), item_shape.begin(), item_shape.end());
+  draws.noise = normal.to(dtype).reshape(shape);
+  return draws;
+}
+
+}  // namespace ddpm

@@ -1,0 +1,25 @@
+// The random draws of training, t ~ U{1..T} and ε ~ N(0, I) per image (Algorithm 1), as a function of
+// (seed, step, data set index) alone, computed on the device. Counter-based: SplitMix64 of the image's key and
+// each element's position, then Box–Muller. So an image gets the same t and ε whatever batch, rank or number of
+// ranks it lands on (N ranks with batch B train exactly like one rank with batch N·B), a resumed run draws what
+// the uninterrupted one drew, and no generator state lives on the host or has to be copied to the device.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+
+namespace ddpm {
+
+// SplitMix64's finalizer (data/splitmix64.h) elementwise on an int64 tensor, with 64-bit wrapping arithmetic.
+torch::Tensor splitmix64_mix(const torch::Tensor& z);
+
+struct KeyedDraws {
+  torch::Tensor t;      // int64 [B], timestep index in [0, num_timesteps)
+  torch::Tensor noise;  // [B, item_shape...] in `dtype`
+};
+
+// `indices`: the data set indices of the batch (int64, on the target device).
+KeyedDraws keyed_timesteps_and_noise(uint64_t seed, int64_t step, const torch::Tensor& indices, c10::IntArrayRef item_shape,
+                                     int64_t num_timesteps, torch::ScalarType dtype);
+
+}  // namespace ddpm
