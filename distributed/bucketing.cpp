@@ -201,7 +201,8 @@ SyncStats GradientSynchronizer::finish() {
     for (size_t k = 0; k < bucket.params.size(); ++k) {
       torch::Tensor& grad = params_[bucket.params[k]].mutable_grad();
       if (!grad.defined()) grad = torch::zeros_like(params_[bucket.params[k]]);
-      grad.view({-1}).copy_(bucket.buffer.narrow(0, bucket.offsets[k], grad.numel()));
+      // In logical order, as it was packed (reshape), whatever the gradient's memory format (channels-last).
+      grad.copy_(bucket.buffer.narrow(0, bucket.offsets[k], grad.numel()).view(grad.sizes()));
     }
   }
   if (!rebuilt_) {

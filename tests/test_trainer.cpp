@@ -158,6 +158,9 @@ TEST_F(TrainerTest, SamplingIsReproducibleAndEvaluationReportsEveryTerm) {
   EXPECT_EQ(a.scalar_type(), torch::kUInt8);
   EXPECT_TRUE(torch::equal(a, b));
   EXPECT_FALSE(torch::equal(a, c));
+  // Image i depends on (seed, i) alone, not on the batch it was drawn in (noise keyed on the device).
+  const torch::Tensor d = ddpm::sample_images(loaded.model, diffusion, 3, 7, 3, torch::kCPU);
+  EXPECT_LE((a.to(torch::kInt) - d.to(torch::kInt)).abs().max().item<int>(), 1);
 
   const torch::Tensor images = torch::rand({4, 1, 28, 28}).mul(255).round().div(127.5).sub(1);
   const ddpm::BoundReport report = ddpm::evaluate_bound(loaded.model, diffusion, images, 2, true, 0, *g_mpi, torch::kCPU);

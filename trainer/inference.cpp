@@ -7,9 +7,12 @@
 #include <stdexcept>
 
 #include "data/pixels.h"
+#include "data/splitmix64.h"
+#include "trainer/autocast.h"
 #include "trainer/builders.h"
 #include "trainer/checkpoint.h"
 #include "trainer/ema.h"
+#include "trainer/keyed_noise.h"
 
 namespace ddpm {
 namespace fs = std::filesystem;
@@ -35,6 +38,7 @@ LoadedModel load_model(const Config& config, const std::string& checkpoint_path,
     }
     loaded.source = "a freshly initialized model (no valid checkpoint in " + config.run.dir + ")";
     loaded.model->to(device);
+    if (config.train.channels_last) use_channels_last(loaded.model);
     return loaded;
   }
   const Checkpoint checkpoint = read_checkpoint(checkpoint_path);
@@ -54,30 +58,48 @@ LoadedModel load_model(const Config& config, const std::string& checkpoint_path,
   }
   loaded.step = checkpoint.step;
   loaded.model->to(device);
+  if (config.train.channels_last) use_channels_last(loaded.model);
   return loaded;
 }
 
 torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int64_t count, uint64_t seed,
-                            int64_t batch_size, const torch::Device& device, bool clip_denoised) {
+                            int64_t batch_size, const torch::Device& device, const SamplerOptions& options) {
   torch::NoGradGuard no_grad;
   model->eval();
   const UNetOptions& o = model->options();
-  // One CPU generator drives all noise, so the images depend on the seed alone, not on the device.
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const std::vector<int64_t> item = {o.in_channels, o.image_size, o.image_size};
+  const int64_t T = diffusion.num_timesteps();
+  // All noise is keyed by (seed, step, image number) and drawn on the device: image i is the same whatever the
+  // batch size or device, and no noise is made on the host and copied over at each of the T steps.
+  const auto noise = [&](int64_t stream, const torch::Tensor& numbers) {
+    return keyed_normal(hash_combine(hash_combine(seed, 0x5a4d504c45ULL), static_cast<uint64_t>(stream)), numbers, item,
+                        torch::kFloat32);
+  };
   std::vector<torch::Tensor> chunks;
   for (int64_t start = 0; start < count; start += batch_size) {
     const int64_t n = std::min(batch_size, count - start);
-    const std::vector<int64_t> shape = {n, o.in_channels, o.image_size, o.image_size};
-    torch::Tensor x = torch::randn(shape, generator, torch::kFloat32).to(device);
-    for (int64_t index = diffusion.num_timesteps() - 1; index >= 0; --index) {
+    const torch::Tensor numbers = torch::arange(start, start + n, torch::TensorOptions().dtype(torch::kLong).device(device));
+    torch::Tensor x = noise(T, numbers);  // x_T ~ N(0, I)
+    for (int64_t index = T - 1; index >= 0; --index) {
       const torch::Tensor t = torch::full({n}, index, torch::TensorOptions().dtype(torch::kLong).device(device));
-      const torch::Tensor eps = model->forward(x, t);
-      const torch::Tensor z = torch::randn(shape, generator, torch::kFloat32).to(device);
-      x = diffusion.p_sample(eps, x, t, z, clip_denoised);  // Algorithm 2, line 4
+      torch::Tensor eps;
+      {
+        const AutocastScope autocast(device, options.bf16);
+        eps = model->forward(options.channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x, t);
+      }
+      const torch::Tensor z = noise(index, numbers);
+      x = diffusion.p_sample(eps.to(torch::kFloat32), x, t, z, options.clip_denoised);  // Algorithm 2, line 4
     }
     chunks.push_back(model_range_to_pixels(x).cpu());
   }
   return torch::cat(chunks);
+}
+
+SamplerOptions sampler_options(const Config& config) {
+  SamplerOptions options;
+  options.bf16 = config.train.precision == "bf16";
+  options.channels_last = config.train.channels_last;
+  return options;
 }
 
 BoundReport evaluate_bound(UNet& model, const GaussianDiffusion& diffusion, const torch::Tensor& images,

@@ -28,10 +28,18 @@ std::string resolve_checkpoint(const Config& config, const std::string& requeste
 LoadedModel load_model(const Config& config, const std::string& checkpoint_path, bool allow_fresh,
                        const torch::Device& device);
 
+struct SamplerOptions {
+  bool bf16 = false;           // the model under bf16 autocast
+  bool channels_last = false;  // NHWC inputs
+  bool clip_denoised = true;   // x̂_0 clipped to [-1, 1] in each step's posterior mean
+};
+// The training config's speed options (train.precision, train.channels_last) for sampling.
+SamplerOptions sampler_options(const Config& config);
+
 // Ancestral sampling from x_T ~ N(0, I) through all T steps (eq. 11 with the configured variance); returns
-// uint8 [N, C, H, W]. The same seed gives the same images.
+// uint8 [N, C, H, W]. Image i depends on (seed, i) alone: the same seed gives the same images whatever the batch.
 torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int64_t count, uint64_t seed,
-                            int64_t batch_size, const torch::Device& device, bool clip_denoised = true);
+                            int64_t batch_size, const torch::Device& device, const SamplerOptions& options = {});
 
 struct BoundReport {
   int64_t images = 0;

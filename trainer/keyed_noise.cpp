@@ -28,18 +28,18 @@ torch::Tensor splitmix64_mix(const torch::Tensor& z0) {
   return torch::bitwise_xor(z, shift_right_logical(z, 31));
 }
 
-KeyedDraws keyed_timesteps_and_noise(uint64_t seed, int64_t step, const torch::Tensor& indices, c10::IntArrayRef item_shape,
-                                     int64_t num_timesteps, torch::ScalarType dtype) {
-  torch::NoGradGuard no_grad;
-  const int64_t batch = indices.size(0);
-  const int64_t base = as_signed(hash_combine(seed, static_cast<uint64_t>(step)));
-  // One key per image: a bijective mix of (base, index), so distinct indices never share a stream.
-  const torch::Tensor keys = splitmix64_mix(indices.to(torch::kLong) * kGolden + base);  // [B]
-  KeyedDraws draws;
-  // 53 random bits scaled to [0, T): the bias of the floor is below T / 2^53.
-  draws.t = torch::floor(unit_interval(splitmix64_mix(torch::bitwise_xor(keys, kTimestepStream))) * static_cast<double>(num_timesteps))
-                .to(torch::kLong);
+namespace {
 
+// One key per image: a bijective mix of (key, index), so distinct indices never share a stream.
+torch::Tensor image_keys(uint64_t key, const torch::Tensor& indices) {
+  return splitmix64_mix(indices.to(torch::kLong) * kGolden + as_signed(key));
+}
+
+}  // namespace
+
+torch::Tensor keyed_normal(uint64_t key, const torch::Tensor& indices, c10::IntArrayRef item_shape, torch::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor keys = image_keys(key, indices);  // [B]
   int64_t elements = 1;
   for (const int64_t d : item_shape) elements *= d;
   // Element j of an image uses counters 2j+1 and 2j+2 of its key's Weyl sequence: two uniforms, one normal.
@@ -48,9 +48,20 @@ KeyedDraws keyed_timesteps_and_noise(uint64_t seed, int64_t step, const torch::T
   const torch::Tensor u1 = 1.0 - unit_interval(splitmix64_mix(counters));                // (0, 1]: log(u1) finite
   const torch::Tensor u2 = unit_interval(splitmix64_mix(counters + kGolden));
   const torch::Tensor normal = torch::sqrt(-2.0 * torch::log(u1)) * torch::cos((2.0 * kPi) * u2);  // Box–Muller
-  std::vector<int64_t> shape = {batch};
+  std::vector<int64_t> shape = {indices.size(0)};
   shape.insert(shape.end(), item_shape.begin(), item_shape.end());
-  draws.noise = normal.to(dtype).reshape(shape);
+  return normal.to(dtype).reshape(shape);
+}
+
+KeyedDraws keyed_timesteps_and_noise(uint64_t seed, int64_t step, const torch::Tensor& indices, c10::IntArrayRef item_shape,
+                                     int64_t num_timesteps, torch::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  const uint64_t key = hash_combine(seed, static_cast<uint64_t>(step));
+  KeyedDraws draws;
+  // 53 random bits scaled to [0, T): the bias of the floor is below T / 2^53.
+  const torch::Tensor bits = splitmix64_mix(torch::bitwise_xor(image_keys(key, indices), kTimestepStream));
+  draws.t = torch::floor(unit_interval(bits) * static_cast<double>(num_timesteps)).to(torch::kLong);
+  draws.noise = keyed_normal(key, indices, item_shape, dtype);
   return draws;
 }
 

@@ -18,7 +18,11 @@ struct KeyedDraws {
   torch::Tensor noise;  // [B, item_shape...] in `dtype`
 };
 
-// `indices`: the data set indices of the batch (int64, on the target device).
+// ε for each index: [B, item_shape...] standard normal in `dtype`, a function of (key, index, element) alone.
+// `indices`: int64 on the target device.
+torch::Tensor keyed_normal(uint64_t key, const torch::Tensor& indices, c10::IntArrayRef item_shape, torch::ScalarType dtype);
+
+// Training's draws for step `step`: `indices` are the data set indices of the batch (int64, on the target device).
 KeyedDraws keyed_timesteps_and_noise(uint64_t seed, int64_t step, const torch::Tensor& indices, c10::IntArrayRef item_shape,
                                      int64_t num_timesteps, torch::ScalarType dtype);
 

@@ -92,6 +92,7 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
   torch::manual_seed(config_.run.seed);
   model_ = UNet(unet_options(config_));
   model_->to(device_);
+  if (config_.train.channels_last) use_channels_last(model_);
   seed_rank_generators(config_.run.seed, mpi_.rank());
   for (const torch::Tensor& p : model_->parameters()) parameters_.push_back(p);
   std::vector<std::string> names;
@@ -270,6 +271,10 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::timesteps_and_noise(const Batch
 Trainer::StepResult Trainer::train_step(const Batch& batch) {
   using Clock = std::chrono::steady_clock;
   const Clock::time_point start = Clock::now();
+  const auto mark = [this](Phase phase) {
+    if (timer_ != nullptr) timer_->mark(phase);
+  };
+  if (timer_ != nullptr) timer_->start_step();
   const auto [t_all, noise_all] = timesteps_and_noise(batch);
   const int64_t micro = config_.train.micro_batches;
   const int64_t chunk = batch.images.size(0) / micro;
@@ -299,11 +304,13 @@ Trainer::StepResult Trainer::train_step(const Batch& batch) {
                                           : GaussianDiffusion::simple_loss(eps, noise);  // eq. 14
     torch::Tensor loss = per_example.mean() / static_cast<double>(micro);
     if (faults_.active(FaultKind::kNanLoss, this_step)) loss = loss + std::numeric_limits<double>::quiet_NaN();
+    loss_sum += loss.detach();
+    monitor_->observe_batch(eps, noise, x0, x_t, t);
+    mark(Phase::kForward);
     // Gradients accumulate locally; only the last micro-batch's backward starts the all-reduce.
     if (synchronizer_ && m == micro - 1) synchronizer_->begin();
     loss.backward();
-    loss_sum += loss.detach();
-    monitor_->observe_batch(eps, noise, x0, x_t, t);
+    mark(Phase::kBackward);
   }
   const Clock::time_point backward_done = Clock::now();
   if (synchronizer_) {
@@ -312,6 +319,7 @@ Trainer::StepResult Trainer::train_step(const Batch& batch) {
     monitor_->observe_sync(last_sync_);
   }
   const Clock::time_point synced = Clock::now();
+  mark(Phase::kCommunication);
   if (faults_.active(FaultKind::kNanGrad, this_step)) {
     torch::NoGradGuard no_grad;
     parameters_.front().grad().view({-1})[0].fill_(std::numeric_limits<float>::quiet_NaN());
@@ -325,6 +333,7 @@ Trainer::StepResult Trainer::train_step(const Batch& batch) {
   ema_.update(*model_, skip);
   ++step_;
   step_flags_.push(step_, flags);
+  mark(Phase::kOptimizer);
   StepResult result{loss_sum, grad_norm, account_flags(/*drain=*/false)};
   const Clock::time_point end = Clock::now();
   const auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
@@ -472,6 +481,27 @@ void Trainer::save_checkpoint() {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const std::string size = mpi_.broadcast_string(written.empty() ? "0" : std::to_string(fs::file_size(written)));
   monitor_->observe_checkpoint(step_, seconds, std::stod(size));
+}
+
+void Trainer::run_steps(int64_t steps, PhaseTimer* timer) {
+  DataLoader loader(dataset_, loader_options(config_, mpi_.rank(), mpi_.world_size(), device_), loader_state_);
+  model_->train();
+  timer_ = timer;
+  for (int64_t i = 0; i < steps; ++i) {
+    const Batch batch = loader.next();
+    loader_state_ = batch.after;
+    train_step(batch);
+  }
+  timer_ = nullptr;
+  account_flags(/*drain=*/true);
+}
+
+void Trainer::synchronize() {
+  const Watchdog::Scope armed(*watchdog_, "waiting for the device at step " + std::to_string(step_));
+  comm_->synchronize();
+#ifdef DDPM_WITH_CUDA
+  if (device_.is_cuda()) torch::cuda::synchronize(device_.index());
+#endif
 }
 
 void Trainer::train() {

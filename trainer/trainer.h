@@ -19,6 +19,7 @@
 #include "trainer/ema.h"
 #include "trainer/fault_injection.h"
 #include "trainer/monitor.h"
+#include "trainer/phase_timer.h"
 #include "trainer/progress.h"
 #include "trainer/step_flags.h"
 #include "trainer/unet.h"
@@ -40,6 +41,12 @@ class Trainer {
   void train();
   // Set when train() returned early on a stop signal.
   bool stopped_by_signal() const { return stopped_by_signal_; }
+
+  // The benchmark's loop (`ddpm bench`): `steps` training steps from the data loader, without logging,
+  // evaluation or checkpoints; each step's phases are marked on `timer` when given.
+  void run_steps(int64_t steps, PhaseTimer* timer = nullptr);
+  // Waits until the device and every collective issued so far are done.
+  void synchronize();
 
   int64_t step() const { return step_; }
   UNet& model() { return model_; }
@@ -97,6 +104,7 @@ class Trainer {
   std::vector<torch::Tensor> parameters_;
   std::unique_ptr<Adam> optimizer_;
   StepFlagsQueue step_flags_;
+  PhaseTimer* timer_ = nullptr;  // only while the benchmark runs
   ExponentialMovingAverage ema_;
   std::shared_ptr<const ImageDataset> dataset_;
   LoaderState loader_state_;

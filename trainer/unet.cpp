@@ -211,6 +211,61 @@ torch::Tensor UNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t) 
   return conv_out_(torch::silu(norm_out_(h)));
 }
 
+namespace {
+
+// A convolution's output at side `side`: every output pixel does weight.numel() multiply-adds.
+int64_t conv_flops(const torch::nn::Conv2d& conv, int64_t side) { return 2 * conv->weight.numel() * side * side; }
+
+}  // namespace
+
+int64_t ResBlockImpl::forward_flops(int64_t side) const {
+  const int64_t skip = skip_ ? conv_flops(skip_, side) : 0;
+  return conv_flops(conv1_, side) + conv_flops(conv2_, side) + 2 * embedding_proj_->weight.numel() + skip;
+}
+
+int64_t AttentionBlockImpl::forward_flops(int64_t side) const {
+  const int64_t tokens = side * side, channels = q_->weight.size(0);
+  return conv_flops(q_, side) + conv_flops(k_, side) + conv_flops(v_, side) + conv_flops(proj_out_, side) +
+         2 * (2 * tokens * tokens * channels);  // QKᵀ and AV
+}
+
+int64_t UNetImpl::forward_flops() const {
+  int64_t side = options_.image_size;
+  int64_t flops = 2 * (time_fc1_->weight.numel() + time_fc2_->weight.numel()) + conv_flops(conv_in_, side);
+  const int64_t levels = static_cast<int64_t>(options_.channel_mult.size());
+  size_t stage = 0;
+  for (int64_t level = 0; level < levels; ++level) {
+    for (int64_t block = 0; block < options_.num_res_blocks; ++block, ++stage) {
+      flops += down_stages_[stage].res->forward_flops(side);
+      if (down_stages_[stage].attention) flops += down_stages_[stage].attention->forward_flops(side);
+    }
+    if (level != levels - 1) {
+      side /= 2;  // a stride-2 convolution: its output is half the side
+      flops += conv_flops(downsamples_[static_cast<size_t>(level)], side);
+    }
+  }
+  flops += mid_res1_->forward_flops(side) + mid_attention_->forward_flops(side) + mid_res2_->forward_flops(side);
+  stage = 0;
+  for (int64_t level = levels - 1; level >= 0; --level) {
+    for (int64_t block = 0; block <= options_.num_res_blocks; ++block, ++stage) {
+      flops += up_stages_[stage].res->forward_flops(side);
+      if (up_stages_[stage].attention) flops += up_stages_[stage].attention->forward_flops(side);
+    }
+    if (level != 0) {
+      side *= 2;  // nearest-neighbour upsampling, then a convolution at the new side
+      flops += conv_flops(upsamples_[static_cast<size_t>(levels - 1 - level)], side);
+    }
+  }
+  return flops + conv_flops(conv_out_, side);
+}
+
+void use_channels_last(UNet& model) {
+  torch::NoGradGuard no_grad;
+  for (torch::Tensor& p : model->parameters()) {
+    if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+  }
+}
+
 int64_t UNetImpl::parameter_count() const {
   int64_t count = 0;
   for (const torch::Tensor& p : parameters()) count += p.numel();

@@ -29,6 +29,7 @@ class ResBlockImpl : public torch::nn::Module {
  public:
   ResBlockImpl(int64_t in_channels, int64_t out_channels, int64_t embedding_channels, double dropout);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& embedding);
+  int64_t forward_flops(int64_t side) const;  // one image at side × side (see UNetImpl::forward_flops)
 
  private:
   torch::nn::GroupNorm norm1_{nullptr}, norm2_{nullptr};
@@ -43,6 +44,7 @@ class AttentionBlockImpl : public torch::nn::Module {
  public:
   explicit AttentionBlockImpl(int64_t channels);
   torch::Tensor forward(const torch::Tensor& x);
+  int64_t forward_flops(int64_t side) const;
 
  private:
   torch::nn::GroupNorm norm_{nullptr};
@@ -57,6 +59,11 @@ class UNetImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t);
   const UNetOptions& options() const { return options_; }
   int64_t parameter_count() const;
+  // Floating-point operations of one forward pass of one image, counted from the layers' weight shapes and the
+  // resolution each runs at: 2 per multiply-add of every convolution and linear layer, plus attention's two
+  // matrix products (QKᵀ and AV, 4·(HW)²·C). Norms, activations and additions are not counted (the convention of
+  // PyTorch's FlopCounterMode and of MFU figures). A training step costs about 3 times this per image.
+  int64_t forward_flops() const;
 
  private:
   // One entry of the down or up path: a residual block with an optional attention block after it.
@@ -78,5 +85,9 @@ class UNetImpl : public torch::nn::Module {
   torch::nn::Conv2d conv_out_{nullptr};
 };
 TORCH_MODULE(UNet);
+
+// Puts the 4-d weights in channels-last (NHWC) memory format, in place: convolutions on NHWC inputs then
+// run without layout conversions (tensor-core kernels on GPUs). Before any optimizer state is created.
+void use_channels_last(UNet& model);
 
 }  // namespace ddpm

@@ -16,6 +16,7 @@
 #include "data/pixels.h"
 #include "distributed/communicator.h"
 #include "distributed/mpi_context.h"
+#include "trainer/bench.h"
 #include "trainer/builders.h"
 #include "trainer/config.h"
 #include "trainer/image_grid.h"
@@ -107,7 +108,8 @@ int run_sample(const ConfigArgs& args, const SampleArgs& sample) {
   const ddpm::GaussianDiffusion diffusion = ddpm::make_diffusion(config).to(device);
   // All images in one batch up to 256: sampling is T forward passes per batch, so fewer, larger batches win.
   const int64_t batch = std::min<int64_t>(sample.count, 256);
-  const torch::Tensor images = ddpm::sample_images(loaded.model, diffusion, sample.count, sample.seed, batch, device);
+  const torch::Tensor images = ddpm::sample_images(loaded.model, diffusion, sample.count, sample.seed, batch, device,
+                                                      ddpm::sampler_options(config));
   ddpm::write_png(sample.output, ddpm::make_grid(images));
   std::cout << "wrote " << sample.output << std::endl;
   if (!sample.individual_dir.empty()) {
@@ -157,6 +159,34 @@ int run_eval(const ConfigArgs& args, const EvalArgs& eval, const ddpm::MpiContex
   return 0;
 }
 
+struct BenchArgs {
+  ddpm::BenchOptions options;
+  std::string output;
+};
+
+int run_bench(const ConfigArgs& args, const BenchArgs& bench, const ddpm::MpiContext& mpi) {
+  const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
+  if (mpi.rank() == 0 && !bench.output.empty()) check_writable(bench.output);
+  const torch::Device device = ddpm::select_device(config, mpi.local_rank());
+  if (mpi.rank() == 0) {
+    std::cout << "benchmark of " << args.path << " on " << mpi.world_size() << " rank(s), " << device.str() << ": "
+              << bench.options.warmup << " warm-up steps, " << bench.options.steps << " timed steps of batch "
+              << config.train.batch_size << " per rank (" << config.train.precision
+              << (config.train.channels_last ? ", channels-last" : "") << (config.train.fused_adam ? ", fused Adam" : "")
+              << ")" << std::endl;
+  }
+  const std::string report = ddpm::run_bench(config, mpi, device, bench.options);
+  if (mpi.rank() == 0) {
+    std::cout << report << std::endl;
+    if (!bench.output.empty()) {
+      std::ofstream out(bench.output);
+      out << report << "\n";
+      if (!out) throw std::runtime_error("cannot write " + bench.output);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -194,6 +224,18 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--output", eval.output, "JSON report to write")->required();
   eval_cmd->add_flag("--no-clip", eval.no_clip, "Do not clip the x_0 prediction to [-1, 1] before the posterior mean");
 
+  ConfigArgs bench_args;
+  BenchArgs bench;
+  CLI::App* bench_cmd = app.add_subcommand("bench", "Time the training step (and sampling): images/s, phases, memory, MFU");
+  add_config_options(*bench_cmd, bench_args);
+  bench_cmd->add_option("--warmup", bench.options.warmup, "Steps before timing")->check(CLI::NonNegativeNumber);
+  bench_cmd->add_option("--steps", bench.options.steps, "Steps timed")->check(CLI::PositiveNumber);
+  bench_cmd->add_option("--sample-batch", bench.options.sample_batch, "Images sampled in one batch (0: no sampling run)")
+      ->check(CLI::NonNegativeNumber);
+  bench_cmd->add_option("--sample-steps", bench.options.sample_steps, "Sampling steps (0: diffusion.timesteps)")
+      ->check(CLI::NonNegativeNumber);
+  bench_cmd->add_option("--output", bench.output, "Also write the JSON report here");
+
   CLI11_PARSE(app, argc, argv);
 
   if (config_cmd->parsed()) {
@@ -211,6 +253,7 @@ int main(int argc, char** argv) {
     if (train_cmd->parsed()) return run_train(train_args, progress, *mpi);
     if (sample_cmd->parsed()) return run_sample(sample_args, sample);
     if (eval_cmd->parsed()) return run_eval(eval_args, eval, *mpi);
+    if (bench_cmd->parsed()) return run_bench(bench_args, bench, *mpi);
   } catch (const std::exception& e) {
     const bool several = mpi && mpi->world_size() > 1;
     std::cerr << "ddpm: error" << (several ? " (rank " + std::to_string(mpi->rank()) + ")" : "") << ": " << e.what()

@@ -1,0 +1,23 @@
+// `ddpm bench`: the speed of the real training step and of sampling for a config, in figures that compare with
+// any other implementation: images/s, ms per step split into phases (device events), peak device memory, and
+// model FLOPs utilization (FLOPs counted from the model's layers, against the device's measured matmul rate).
+#pragma once
+#include <string>
+
+#include "distributed/mpi_context.h"
+#include "trainer/config.h"
+
+namespace ddpm {
+
+struct BenchOptions {
+  int64_t warmup = 10;      // steps run before timing (allocator, kernels' autotuning, the loader's prefetch)
+  int64_t steps = 50;       // steps timed
+  int64_t sample_batch = 0;  // 0: no sampling benchmark
+  int64_t sample_steps = 0;  // 0: all diffusion.timesteps
+};
+
+// Runs the benchmark on every rank of the job (a temporary run directory; nothing is written elsewhere) and
+// returns rank 0's report as one JSON object (other ranks: empty).
+std::string run_bench(const Config& config, const MpiContext& mpi, const torch::Device& device, const BenchOptions& options);
+
+}  // namespace ddpm
