@@ -69,7 +69,10 @@ std::string model_shape_signature(const Config& config) {
       << "model.channel_mult: " << list(config.model.channel_mult) << "\n"
       << "model.num_res_blocks: " << config.model.num_res_blocks << "\n"
       << "model.attention_resolutions: " << list(config.model.attention_resolutions) << "\n"
-      << "diffusion.timesteps: " << config.diffusion.timesteps << "\n";
+      << "diffusion.timesteps: " << config.diffusion.timesteps << "\n"
+      << "train.ema_rates: [";  // the EMA shadows a checkpoint holds
+  for (size_t i = 0; i < config.train.ema_rates.size(); ++i) out << (i ? ", " : "") << config.train.ema_rates[i];
+  out << "]\n";
   return out.str();
 }
 

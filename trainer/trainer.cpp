@@ -128,6 +128,26 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
   }
 }
 
+namespace {
+
+// "train.lr: 0.002 here, 0.001 on rank 0; ..." for the keys whose lines differ in two resolved configs (to_yaml:
+// unindented section lines, indented "key: value" lines).
+std::string config_differences(const std::string& mine, const std::string& theirs) {
+  std::istringstream a(mine), b(theirs);
+  std::string line_a, line_b, section, out;
+  while (std::getline(a, line_a) && std::getline(b, line_b)) {
+    if (!line_a.empty() && line_a[0] != ' ') section = line_a.substr(0, line_a.find(':'));
+    if (line_a == line_b) continue;
+    const auto trimmed = [](const std::string& line) { return line.substr(line.find_first_not_of(' ')); };
+    const std::string key = trimmed(line_a).substr(0, trimmed(line_a).find(':'));
+    const auto value = [](const std::string& line) { return line.substr(line.find(':') + 1); };
+    out += (out.empty() ? "" : "; ") + section + "." + key + ":" + value(line_a) + " here," + value(line_b) + " on rank 0";
+  }
+  return out;
+}
+
+}  // namespace
+
 void Trainer::check_config_matches_rank0() const {
   if (mpi_.world_size() == 1) return;
   const std::string mine = to_yaml(config_);
@@ -135,8 +155,9 @@ void Trainer::check_config_matches_rank0() const {
   const bool same = mine == rank0;
   if (!mpi_.all_ok(same)) {
     throw std::runtime_error(same ? "another rank's resolved config differs from rank 0's (see its message)"
-                                  : "rank " + std::to_string(mpi_.rank()) + "'s resolved config differs from rank 0's: " +
-                                        "every rank must be started with the same config and --set arguments");
+                                  : "rank " + std::to_string(mpi_.rank()) + "'s resolved config differs from rank 0's (" +
+                                        config_differences(mine, rank0) +
+                                        "): every rank must be started with the same config and --set arguments");
   }
 }
 

@@ -47,6 +47,25 @@ std::string build_info() {
   return info + ")";
 }
 
+// An integer option of at least `minimum`, with a message in words (CLI11's own ranges print 300-digit bounds,
+// and an unsigned option would silently wrap "-1").
+CLI::Validator at_least(int64_t minimum) {
+  return CLI::Validator(
+      [minimum](std::string& text) -> std::string {
+        size_t used = 0;
+        long long value = 0;
+        try {
+          value = std::stoll(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != text.size()) return "must be an integer, got '" + text + "'";
+        if (value < minimum) return "must be at least " + std::to_string(minimum) + ", got " + text;
+        return "";
+      },
+      ">=" + std::to_string(minimum));
+}
+
 // Fails before hours of work when the result could not be written.
 void check_writable(const std::string& output) {
   const fs::path parent = fs::absolute(output).parent_path();
@@ -100,6 +119,9 @@ struct SampleArgs {
 int run_sample(const ConfigArgs& args, const SampleArgs& sample) {
   const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
   check_writable(sample.output);
+  if (!sample.individual_dir.empty() && fs::exists(sample.individual_dir) && !fs::is_directory(sample.individual_dir)) {
+    throw std::runtime_error("--individual-dir " + sample.individual_dir + " exists and is not a directory");
+  }
   const torch::Device device = ddpm::select_device(config, 0);
   ddpm::LoadedModel loaded =
       ddpm::load_model(config, ddpm::resolve_checkpoint(config, sample.checkpoint), /*allow_fresh=*/false, device);
@@ -210,8 +232,8 @@ int main(int argc, char** argv) {
   CLI::App* sample_cmd = app.add_subcommand("sample", "Ancestral sampling from the EMA weights into a PNG grid");
   add_config_options(*sample_cmd, sample_args);
   sample_cmd->add_option("--checkpoint", sample.checkpoint, "Checkpoint file (default: newest in run.dir)");
-  sample_cmd->add_option("--seed", sample.seed, "Sampling seed (the same seed gives the same grid)");
-  sample_cmd->add_option("--num-images", sample.count, "Number of images")->check(CLI::PositiveNumber);
+  sample_cmd->add_option("--seed", sample.seed, "Sampling seed (the same seed gives the same grid)")->check(at_least(0));
+  sample_cmd->add_option("--num-images", sample.count, "Number of images")->check(at_least(1));
   sample_cmd->add_option("--output", sample.output, "PNG grid to write")->required();
   sample_cmd->add_option("--individual-dir", sample.individual_dir, "Also write each image as a PNG into this folder");
 
@@ -220,7 +242,7 @@ int main(int argc, char** argv) {
   CLI::App* eval_cmd = app.add_subcommand("eval", "Full variational bound (bits/dim) on the test split");
   add_config_options(*eval_cmd, eval_args);
   eval_cmd->add_option("--checkpoint", eval.checkpoint, "Checkpoint file (default: newest in run.dir, else a fresh model)");
-  eval_cmd->add_option("--num-images", eval.count, "Limit on the number of test images (0: all)")->check(CLI::NonNegativeNumber);
+  eval_cmd->add_option("--num-images", eval.count, "Limit on the number of test images (0: all)")->check(at_least(0));
   eval_cmd->add_option("--output", eval.output, "JSON report to write")->required();
   eval_cmd->add_flag("--no-clip", eval.no_clip, "Do not clip the x_0 prediction to [-1, 1] before the posterior mean");
 
@@ -228,14 +250,26 @@ int main(int argc, char** argv) {
   BenchArgs bench;
   CLI::App* bench_cmd = app.add_subcommand("bench", "Time the training step (and sampling): images/s, phases, memory, MFU");
   add_config_options(*bench_cmd, bench_args);
-  bench_cmd->add_option("--warmup", bench.options.warmup, "Steps before timing")->check(CLI::NonNegativeNumber);
-  bench_cmd->add_option("--steps", bench.options.steps, "Steps timed")->check(CLI::PositiveNumber);
+  bench_cmd->add_option("--warmup", bench.options.warmup, "Steps before timing")->check(at_least(0));
+  bench_cmd->add_option("--steps", bench.options.steps, "Steps timed")->check(at_least(1));
   bench_cmd->add_option("--sample-batch", bench.options.sample_batch, "Images sampled in one batch (0: no sampling run)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   bench_cmd->add_option("--sample-steps", bench.options.sample_steps, "Sampling steps (0: diffusion.timesteps)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0));
   bench_cmd->add_option("--output", bench.output, "Also write the JSON report here");
 
+  // CLI11 only says "A subcommand is required" for a mistyped one: name it.
+  const auto is_subcommand = [&app](const std::string& name) {
+    for (const CLI::App* command : app.get_subcommands({})) {
+      if (command->get_name() == name) return true;
+    }
+    return false;
+  };
+  if (argc > 1 && argv[1][0] != '-' && !is_subcommand(argv[1])) {
+    std::cerr << "ddpm: error: unknown subcommand '" << argv[1] << "' (expected config, train, sample, eval or bench; "
+              << "see ddpm --help)" << std::endl;
+    return kExitError;
+  }
   CLI11_PARSE(app, argc, argv);
 
   if (config_cmd->parsed()) {

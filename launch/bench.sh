@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# ddpm against the PyTorch stack a user would pick instead, in one job, one table.
+#
+#   bash launch/bench.sh gpu   # CIFAR-10 config (35.7M parameters), batch 128, bf16, on the first GPU
+#   bash launch/bench.sh cpu   # the smoke model on the CPU: checks the whole pipeline without a GPU
+#
+# Ours: `ddpm bench` for the config as shipped, and each speed option on its own against a plain baseline
+# (fp32, NCHW, per-tensor Adam), so each option's effect is measured, not assumed. The peer:
+# launch/peer_bench.py, diffusers' UNet2DModel with the same architecture, trained by a plain PyTorch loop with
+# the same optimizer, batch and precision, eager and under torch.compile. Both also time ancestral sampling.
+# Prints one table with the ratios ours / peer and writes every report to $OUT (default bench_results.jsonl).
+# Environment: DDPM (the ddpm binary, default build/ddpm), PYTHON (a python with torch; default the venv of
+# launch/setup.sh), OUT.
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MODE="${1:-cpu}"
+DDPM="${DDPM:-$REPO_ROOT/build/ddpm}"
+PYTHON="${PYTHON:-${DDPM_TORCH_ENV:-$HOME/.cache/ddpm/torch-2.11.0}/bin/python}"
+OUT="${OUT:-$REPO_ROOT/bench_results.jsonl}"
+[[ -f "$REPO_ROOT/launch/env.sh" ]] && source "$REPO_ROOT/launch/env.sh"
+
+case "$MODE" in
+  gpu)
+    CONFIG="$REPO_ROOT/configs/cifar10.yaml"
+    BATCH=128 WARMUP=20 STEPS=100 SAMPLE_BATCH=256 SAMPLE_STEPS=1000
+    SETS=(--set run.device=cuda --set train.batch_size=$BATCH)
+    PEER_MODEL=(--device cuda --image-size 32 --in-channels 3 --base-channels 128 --channel-mult 1,2,2,2
+                --num-res-blocks 2 --attention-resolutions 16 --dropout 0.1)
+    ;;
+  cpu)
+    CONFIG="$REPO_ROOT/configs/smoke.yaml"
+    BATCH=8 WARMUP=3 STEPS=20 SAMPLE_BATCH=4 SAMPLE_STEPS=50
+    SETS=(--set train.batch_size=$BATCH --set diffusion.timesteps=1000)
+    PEER_MODEL=(--device cpu --image-size 28 --in-channels 1 --base-channels 32 --channel-mult 1,2
+                --num-res-blocks 1 --attention-resolutions 14 --dropout 0.0)
+    ;;
+  *) echo "usage: bench.sh gpu|cpu" >&2; exit 2 ;;
+esac
+# The shipped config's speed options, which "ours" runs with and the peer copies.
+PRECISION="$("$DDPM" config --config "$CONFIG" | sed -n 's/^  precision: \([a-z0-9]*\).*/\1/p')"
+CHANNELS_LAST="$("$DDPM" config --config "$CONFIG" | sed -n 's/^  channels_last: \([a-z]*\).*/\1/p')"
+: >"$OUT"
+
+ours() {  # ours NAME [--set ...]: one ddpm bench run, its JSON report appended to $OUT with a name
+  local name="$1" report
+  shift
+  echo "== ddpm: $name" >&2
+  report="$("$DDPM" bench --config "$CONFIG" "${SETS[@]}" "$@" --warmup "$WARMUP" --steps "$STEPS" | tail -n 1)"
+  echo "{\"name\": \"ddpm $name\", \"report\": $report}" >>"$OUT"
+}
+
+peer() {  # peer NAME MODE: one peer_bench.py run
+  local name="$1" mode="$2" report flags=()
+  [[ "$CHANNELS_LAST" == true ]] && flags+=(--channels-last)
+  echo "== peer: $name" >&2
+  report="$("$PYTHON" "$REPO_ROOT/launch/peer_bench.py" "${PEER_MODEL[@]}" --batch "$BATCH" --precision "$PRECISION" \
+    "${flags[@]}" --mode "$mode" --steps "$STEPS" --warmup "$WARMUP" --sample-batch "$SAMPLE_BATCH" \
+    --sample-steps "$SAMPLE_STEPS" | tail -n 1)"
+  echo "{\"name\": \"$name\", \"report\": $report}" >>"$OUT"
+}
+
+BASE=(--set train.precision=fp32 --set train.channels_last=false --set train.fused_adam=false)
+ours "baseline (fp32, NCHW, per-tensor Adam)" "${BASE[@]}"
+ours "+ bf16 autocast" "${BASE[@]}" --set train.precision=bf16
+ours "+ channels-last" "${BASE[@]}" --set train.channels_last=true
+ours "+ fused Adam" "${BASE[@]}" --set train.fused_adam=true
+ours "as shipped ($PRECISION$([[ $CHANNELS_LAST == true ]] && echo ', channels-last'), fused Adam)" \
+  --sample-batch "$SAMPLE_BATCH" --sample-steps "$SAMPLE_STEPS"
+if [[ "$MODE" == gpu ]]; then
+  # World size 1 through the NCCL communicator: nothing to communicate must cost nothing (target >= 99%).
+  ours "as shipped, NCCL backend, world size 1" --set distributed.backend=nccl
+fi
+peer "diffusers eager" eager
+peer "diffusers torch.compile" compile
+
+"$PYTHON" - "$OUT" <<'EOF'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+def get(r, *keys):
+    for k in keys:
+        if k in r["report"]:
+            return r["report"][k]
+    return None
+print(f"\n{'run':<52} {'img/s':>9} {'ms/step':>8} {'fwd':>7} {'bwd':>7} {'comm':>6} {'opt':>6} {'mem GiB':>8} {'MFU':>6} {'sample img/s':>12}")
+for r in rows:
+    rep = r["report"]
+    ph = rep.get("phase_ms", {})
+    f = lambda v, fmt: (fmt % v) if isinstance(v, (int, float)) else "-"
+    print(f"{r['name']:<52} {f(rep.get('images_per_second'), '%.1f'):>9} {f(rep.get('ms_per_step'), '%.2f'):>8} "
+          f"{f(ph.get('forward'), '%.2f'):>7} {f(ph.get('backward'), '%.2f'):>7} {f(ph.get('communication'), '%.2f'):>6} "
+          f"{f(ph.get('optimizer'), '%.2f'):>6} {f((rep.get('peak_memory_bytes') or 0) / 2**30, '%.2f'):>8} "
+          f"{f(rep.get('mfu'), '%.3f'):>6} {f(rep.get('sampling_images_per_second'), '%.2f'):>12}")
+ours = next(r for r in rows if r["name"].startswith("ddpm as shipped"))["report"]
+for r in rows:
+    if r["name"].startswith("diffusers"):
+        p = r["report"]
+        line = f"ours / {r['name']}: training {ours['images_per_second'] / p['images_per_second']:.2f}x"
+        if p.get("sampling_images_per_second") and ours.get("sampling_images_per_second"):
+            line += f", sampling {ours['sampling_images_per_second'] / p['sampling_images_per_second']:.2f}x"
+        print(line)
+print(f"device: {ours['device_name']}; {ours['impl']}; peer: {rows[-1]['report'].get('impl', '?')}, torch {rows[-1]['report'].get('torch_version', '?')}")
+EOF
