@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <stdexcept>
 
 #include "data/data_error.h"
 #include "data/file_bytes.h"
@@ -31,34 +32,49 @@ std::vector<std::string> cifar10_files(const std::string& folder, const std::str
   return paths;
 }
 
-ImageDataset load_cifar10(const std::string& folder, const std::string& split) {
+RawImages load_cifar10(const std::string& folder, const std::string& split) {
   const std::vector<std::string> paths = cifar10_files(folder, split);
-  // Read and check every file before allocating, so that a bad last file fails as fast as a bad first one.
   std::vector<std::vector<uint8_t>> files;
-  int64_t records = 0;
   for (const std::string& path : paths) {
     if (!std::filesystem::exists(path)) {
       throw DataError("missing file: " + path + " (CIFAR-10 " + split + " split)");
     }
     files.push_back(read_file_bytes(path));
-    const auto size = static_cast<int64_t>(files.back().size());
+  }
+  return parse_cifar10(files, paths, paths.size() == 1 ? paths[0] : folder + " (CIFAR-10 " + split + " batches)");
+}
+
+RawImages parse_cifar10(const std::vector<std::vector<uint8_t>>& files, const std::vector<std::string>& names,
+                        const std::string& source) {
+  if (files.size() != names.size()) {
+    throw std::invalid_argument("parse_cifar10: " + std::to_string(files.size()) + " files but " +
+                                std::to_string(names.size()) + " names");
+  }
+  // Check every file before allocating, so that a bad last file fails as fast as a bad first one.
+  int64_t records = 0;
+  for (size_t f = 0; f < files.size(); ++f) {
+    const auto size = static_cast<int64_t>(files[f].size());
     if (size == 0) {
-      throw DataError(path + ": empty CIFAR-10 batch file (0 bytes)");
+      throw DataError(names[f] + ": empty CIFAR-10 batch file (0 bytes)");
     }
     if (size % kRecordBytes != 0) {
-      throw DataError(path + ": size " + std::to_string(size) + " bytes is not a multiple of the " +
+      throw DataError(names[f] + ": size " + std::to_string(size) + " bytes is not a multiple of the " +
                       std::to_string(kRecordBytes) + "-byte CIFAR-10 record (" + std::to_string(size / kRecordBytes) +
                       " whole records, then " + std::to_string(size % kRecordBytes) + " bytes from offset " +
                       std::to_string(size - size % kRecordBytes) + ")");
     }
     records += size / kRecordBytes;
   }
-  ImageDataset dataset;
-  dataset.source = paths.size() == 1 ? paths[0] : folder + " (CIFAR-10 " + split + " batches)";
-  dataset.images = torch::empty({records, 3, kSide, kSide}, torch::kUInt8);
-  dataset.labels = torch::empty({records}, torch::kInt64);
-  uint8_t* pixels = dataset.images.data_ptr<uint8_t>();
-  int64_t* labels = dataset.labels.data_ptr<int64_t>();
+  RawImages dataset;
+  dataset.source = source;
+  dataset.count = records;
+  dataset.channels = 3;
+  dataset.height = kSide;
+  dataset.width = kSide;
+  dataset.pixels.resize(static_cast<size_t>(records * kPixelBytes));
+  dataset.labels.resize(static_cast<size_t>(records));
+  uint8_t* pixels = dataset.pixels.data();
+  int64_t* labels = dataset.labels.data();
   int64_t next = 0;
   for (size_t f = 0; f < files.size(); ++f) {
     const std::vector<uint8_t>& bytes = files[f];
@@ -66,7 +82,7 @@ ImageDataset load_cifar10(const std::string& folder, const std::string& split) {
     for (int64_t r = 0; r < count; ++r, ++next) {
       const uint8_t* record = bytes.data() + r * kRecordBytes;
       if (record[0] >= kClasses) {
-        throw DataError(paths[f] + ": record " + std::to_string(r) + " (offset " + std::to_string(r * kRecordBytes) +
+        throw DataError(names[f] + ": record " + std::to_string(r) + " (offset " + std::to_string(r * kRecordBytes) +
                         ") has label " + std::to_string(record[0]) + ", expected 0..9");
       }
       labels[next] = record[0];

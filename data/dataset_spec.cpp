@@ -17,11 +17,11 @@ ImageDataset load_dataset(const DatasetSpec& spec) {
   }
   ImageDataset dataset;
   if (spec.format == "idx") {
-    dataset = load_idx(spec.path, spec.split);
+    dataset = to_image_dataset(load_idx(spec.path, spec.split));
   } else if (spec.format == "cifar10") {
-    dataset = load_cifar10(spec.path, spec.split);
+    dataset = to_image_dataset(load_cifar10(spec.path, spec.split));
   } else if (spec.format == "folder") {
-    dataset = load_image_folder(spec.path, spec.image_size, spec.channels);
+    dataset = to_image_dataset(load_image_folder(spec.path, spec.image_size, spec.channels));
   } else {
     throw DataError("unknown data format '" + spec.format + "' (expected idx, cifar10 or folder)");
   }

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 
@@ -12,6 +13,9 @@
 namespace ddpm {
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  // An ifstream opens a directory without complaint and then reports an absurd size: ask first.
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) throw DataError("cannot read " + path + ": it is a directory");
   std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) {
     throw DataError("cannot open " + path + ": " + std::strerror(errno));

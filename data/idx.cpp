@@ -1,7 +1,6 @@
 #include "data/idx.h"
 
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 
 #include "data/data_error.h"
@@ -41,12 +40,26 @@ std::vector<int64_t> read_header(const std::vector<uint8_t>& bytes, const std::s
                     " header bytes, got " + std::to_string(bytes.size()));
   }
   std::vector<int64_t> shape;
-  int64_t payload = 1;
-  for (size_t d = 0; d < dims; ++d) {
-    shape.push_back(read_be32(bytes, 4 + 4 * d));
-    payload *= shape.back();
+  for (size_t d = 0; d < dims; ++d) shape.push_back(read_be32(bytes, 4 + 4 * d));
+  // Three 32-bit dimensions can multiply past 64 bits (a corrupt header): no file is that large.
+  uint64_t payload = 1;
+  bool overflow = false;
+  for (const int64_t dim : shape) {
+    if (dim == 0) {
+      payload = 0;
+      overflow = false;
+      break;
+    }
+    if (payload > (uint64_t{1} << 62) / static_cast<uint64_t>(dim)) overflow = true;
+    if (!overflow) payload *= static_cast<uint64_t>(dim);
   }
-  const int64_t expected = static_cast<int64_t>(header) + payload;
+  if (overflow) {
+    std::string product;
+    for (const int64_t dim : shape) product += (product.empty() ? "" : " x ") + std::to_string(dim);
+    throw DataError(name + ": truncated IDX file: expected " + std::to_string(header) + " + " + product +
+                    " bytes (the dimensions at offset 4), got " + std::to_string(bytes.size()));
+  }
+  const int64_t expected = static_cast<int64_t>(header) + static_cast<int64_t>(payload);
   const auto actual = static_cast<int64_t>(bytes.size());
   if (actual < expected) {
     throw DataError(name + ": truncated IDX file: expected " + std::to_string(expected) + " bytes, got " +
@@ -72,8 +85,8 @@ std::string find_idx_file(const std::string& folder, const std::string& stem) {
 
 }  // namespace
 
-ImageDataset parse_idx(const std::vector<uint8_t>& images, const std::string& images_name,
-                       const std::vector<uint8_t>& labels, const std::string& labels_name) {
+RawImages parse_idx(const std::vector<uint8_t>& images, const std::string& images_name,
+                    const std::vector<uint8_t>& labels, const std::string& labels_name) {
   const std::vector<int64_t> image_shape = read_header(images, images_name, kImagesMagic, 3);
   const std::vector<int64_t> label_shape = read_header(labels, labels_name, kLabelsMagic, 1);
   if (image_shape[0] != label_shape[0]) {
@@ -83,17 +96,19 @@ ImageDataset parse_idx(const std::vector<uint8_t>& images, const std::string& im
   if (image_shape[0] == 0) {
     throw DataError(images_name + " holds no images");
   }
-  ImageDataset dataset;
+  RawImages dataset;
   dataset.source = images_name;
-  dataset.images = torch::empty({image_shape[0], 1, image_shape[1], image_shape[2]}, torch::kUInt8);
-  std::memcpy(dataset.images.data_ptr<uint8_t>(), images.data() + 16, static_cast<size_t>(dataset.images.numel()));
-  dataset.labels = torch::empty({label_shape[0]}, torch::kInt64);
-  int64_t* out = dataset.labels.data_ptr<int64_t>();
-  for (int64_t i = 0; i < label_shape[0]; ++i) out[i] = labels[8 + static_cast<size_t>(i)];
+  dataset.count = image_shape[0];
+  dataset.channels = 1;
+  dataset.height = image_shape[1];
+  dataset.width = image_shape[2];
+  // read_header checked both sizes exactly: the rest of each file is the pixels, resp. the labels.
+  dataset.pixels.assign(images.begin() + 16, images.end());
+  dataset.labels.assign(labels.begin() + 8, labels.end());
   return dataset;
 }
 
-ImageDataset load_idx(const std::string& folder, const std::string& split) {
+RawImages load_idx(const std::string& folder, const std::string& split) {
   std::string prefix;
   if (split == "train") {
     prefix = "train";

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <memory>
 
 #include "data/data_error.h"
@@ -23,6 +25,66 @@ bool has_image_extension(const std::filesystem::path& path) {
 struct StbiFree {
   void operator()(unsigned char* pixels) const { stbi_image_free(pixels); }
 };
+
+bool is_png(const std::vector<uint8_t>& b) {
+  static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  return b.size() >= 8 && std::memcmp(b.data(), kSignature, 8) == 0;
+}
+
+bool is_jpeg(const std::vector<uint8_t>& b) { return b.size() >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff; }
+
+// stb_image reserves memory for each IDAT chunk's declared length before it reads the chunk, so a few-byte PNG
+// claiming a 2 GiB chunk costs a 2 GiB allocation. Walks the chunks as stb does (up to IEND) and returns the
+// offset of the first chunk that runs past the end of the data, or npos.
+size_t png_chunk_past_end(const std::vector<uint8_t>& b) {
+  size_t p = 8;  // after the signature
+  while (p + 8 <= b.size()) {
+    const size_t length = size_t{b[p]} << 24 | size_t{b[p + 1]} << 16 | size_t{b[p + 2]} << 8 | b[p + 3];
+    if (std::memcmp(b.data() + p + 4, "IEND", 4) == 0) return std::string::npos;
+    if (length > b.size() - p - 8) return p;
+    p += 12 + length;  // length, type, data, CRC
+  }
+  return std::string::npos;
+}
+
+// stb_image 2.27 (Debian 12's libstb) writes past a Huffman table's 256 entries when a DHT segment declares more
+// codes than that (fixed upstream in 2.28), so such a file is refused before stb sees it. The marker segments are
+// walked as stb reads them, up to EOI: a segment is skipped by its length field (stb accepts no segment of another
+// length), bytes that are not a marker are skipped (entropy-coded data, or garbage stb would stop at), and so are
+// stuffed bytes (FF 00) and restart markers. Every DHT segment stb can reach is checked this way, and some it
+// cannot. Returns the offset of the first oversized table's code counts, or npos.
+size_t oversized_jpeg_huffman_table(const std::vector<uint8_t>& b) {
+  constexpr size_t npos = std::string::npos;
+  const size_t n = b.size();
+  const auto at = [&](size_t i) -> size_t { return i < n ? b[i] : 0; };  // stb reads zeros past the end
+  size_t p = 2;                                                          // after SOI
+  while (p < n) {
+    if (b[p] != 0xff) {
+      ++p;
+      continue;
+    }
+    while (p < n && b[p] == 0xff) ++p;  // fill bytes
+    if (p >= n) return npos;
+    const size_t marker = b[p++];
+    if (marker == 0x00 || (marker >= 0xd0 && marker <= 0xd7)) continue;  // data, not a segment
+    if (marker == 0xd9) return npos;                                      // EOI: stb reads no further
+    const size_t length = at(p) << 8 | at(p + 1);
+    if (marker == 0xc4) {
+      int64_t left = static_cast<int64_t>(length) - 2;
+      size_t table = p + 2;
+      while (left > 0 && table < n) {
+        if ((at(table) >> 4) > 1 || (at(table) & 15) > 3) break;  // stb refuses this table itself
+        size_t codes = 0;
+        for (size_t i = 1; i <= 16; ++i) codes += at(table + i);
+        if (codes > 256) return table + 1;
+        table += 17 + codes;
+        left -= static_cast<int64_t>(17 + codes);
+      }
+    }
+    p += length;  // SOS: its header; the scan's entropy-coded data follows
+  }
+  return npos;
+}
 
 }  // namespace
 
@@ -48,17 +110,50 @@ std::vector<std::string> list_image_files(const std::string& folder) {
   return files;
 }
 
-HwcImage decode_image_file(const std::string& path) {
-  const std::vector<uint8_t> bytes = read_file_bytes(path);
+HwcImage decode_image_file(const std::string& path) { return decode_image(read_file_bytes(path), path); }
+
+HwcImage decode_image(const std::vector<uint8_t>& bytes, const std::string& name, int64_t max_pixels) {
   if (bytes.empty()) {
-    throw DataError("cannot decode image " + path + ": the file is empty (0 bytes)");
+    throw DataError("cannot decode image " + name + ": the file is empty (0 bytes)");
+  }
+  const std::string what = "cannot decode image " + name + " (" + std::to_string(bytes.size()) + " bytes): ";
+  if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    throw DataError(what + "larger than stb_image reads (2 GiB)");
+  }
+  if (!is_png(bytes) && !is_jpeg(bytes)) {
+    std::string start;
+    for (size_t i = 0; i < std::min<size_t>(bytes.size(), 8); ++i) {
+      char hex[4];
+      std::snprintf(hex, sizeof hex, "%02x", bytes[i]);
+      start += (i ? " " : "") + std::string(hex);
+    }
+    throw DataError(what + "not PNG or JPEG data (starts with " + start + ")");
+  }
+  if (is_png(bytes)) {
+    const size_t bad = png_chunk_past_end(bytes);
+    if (bad != std::string::npos) {
+      throw DataError(what + "corrupt PNG: the chunk at offset " + std::to_string(bad) +
+                      " runs past the end of the data");
+    }
+  } else {
+    const size_t bad = oversized_jpeg_huffman_table(bytes);
+    if (bad != std::string::npos) {
+      throw DataError(what + "corrupt JPEG: the Huffman table at offset " + std::to_string(bad) +
+                      " declares more than 256 codes");
+    }
   }
   int width = 0, height = 0, channels = 0;
+  if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels)) {
+    throw DataError(what + stbi_failure_reason());
+  }
+  if (int64_t{width} * height > max_pixels) {
+    throw DataError(what + std::to_string(width) + "x" + std::to_string(height) + " pixels, more than the " +
+                    std::to_string(max_pixels) + " the loader decodes");
+  }
   std::unique_ptr<unsigned char, StbiFree> pixels(
       stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels, 0));
   if (!pixels) {
-    throw DataError("cannot decode image " + path + " (" + std::to_string(bytes.size()) +
-                    " bytes): " + stbi_failure_reason());
+    throw DataError(what + stbi_failure_reason());
   }
   HwcImage image{width, height, channels,
                  std::vector<uint8_t>(pixels.get(), pixels.get() + int64_t{width} * height * channels)};
@@ -66,17 +161,21 @@ HwcImage decode_image_file(const std::string& path) {
   return convert_channels(image, channels <= 2 ? 1 : 3);
 }
 
-ImageDataset load_image_folder(const std::string& folder, int64_t image_size, int64_t channels) {
+RawImages load_image_folder(const std::string& folder, int64_t image_size, int64_t channels) {
   const std::vector<std::string> files = list_image_files(folder);
   const auto count = static_cast<int64_t>(files.size());
-  ImageDataset dataset;
+  RawImages dataset;
   dataset.source = folder;
-  dataset.images = torch::empty({count, channels, image_size, image_size}, torch::kUInt8);
-  dataset.labels = torch::full({count}, -1, torch::kInt64);
+  dataset.count = count;
+  dataset.channels = channels;
+  dataset.height = image_size;
+  dataset.width = image_size;
+  dataset.pixels.resize(static_cast<size_t>(count * channels * image_size * image_size));
+  dataset.labels.assign(static_cast<size_t>(count), -1);
   const int64_t plane = image_size * image_size;
   for (int64_t i = 0; i < count; ++i) {
     const HwcImage image = convert_channels(resize_center_crop(decode_image_file(files[i]), image_size), channels);
-    uint8_t* out = dataset.images.data_ptr<uint8_t>() + i * channels * plane;
+    uint8_t* out = dataset.pixels.data() + i * channels * plane;
     for (int64_t p = 0; p < plane; ++p) {
       for (int64_t c = 0; c < channels; ++c) out[c * plane + p] = image.data[p * channels + c];
     }

@@ -25,12 +25,13 @@ struct Taps {
   std::vector<std::vector<double>> weights;
 };
 
-Taps bicubic_taps(int64_t in_size, int64_t out_size) {
+// The taps of outputs [begin, begin + count) of a resize from in_size to out_size.
+Taps bicubic_taps(int64_t in_size, int64_t out_size, int64_t begin, int64_t count) {
   const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
   const double filter_scale = std::max(scale, 1.0);
   const double support = 2.0 * filter_scale;
   Taps taps;
-  for (int64_t o = 0; o < out_size; ++o) {
+  for (int64_t o = begin; o < begin + count; ++o) {
     const double center = (static_cast<double>(o) + 0.5) * scale;
     const int64_t lo = std::max<int64_t>(static_cast<int64_t>(center - support + 0.5), 0);
     const int64_t hi = std::min<int64_t>(static_cast<int64_t>(center + support + 0.5), in_size);
@@ -49,34 +50,62 @@ Taps bicubic_taps(int64_t in_size, int64_t out_size) {
   return taps;
 }
 
-HwcImage resample_horizontal(const HwcImage& image, int64_t width) {
-  const Taps taps = bicubic_taps(image.width, width);
-  HwcImage out{width, image.height, image.channels, std::vector<uint8_t>(width * image.height * image.channels)};
-  for (int64_t y = 0; y < image.height; ++y) {
-    for (int64_t x = 0; x < width; ++x) {
-      for (int64_t c = 0; c < image.channels; ++c) {
-        double sum = 0.0;
+// The window [x0, x0 + out_width) x [y0, y0 + out_height) of `image` resized to width x height: PIL's horizontal
+// pass, then its vertical pass, each rounded and clamped to uint8 and skipped when its size does not change.
+// Every output pixel depends only on its own taps, so only the window and the input rows it reads are computed:
+// a crop of a huge resize (a very thin image) costs no more than the crop.
+HwcImage resize_window(const HwcImage& image, int64_t width, int64_t height, int64_t x0, int64_t y0,
+                       int64_t out_width, int64_t out_height) {
+  const int64_t c = image.channels;
+  const bool resize_rows = height != image.height;
+  // The vertical taps first: they tell which input rows the window needs.
+  Taps vertical;
+  int64_t row_begin = y0, row_end = y0 + out_height;
+  if (resize_rows) {
+    vertical = bicubic_taps(image.height, height, y0, out_height);
+    row_begin = image.height;
+    row_end = 0;
+    for (int64_t y = 0; y < out_height; ++y) {
+      const auto taps = static_cast<int64_t>(vertical.weights[y].size());
+      if (taps == 0) continue;
+      row_begin = std::min(row_begin, vertical.first[y]);
+      row_end = std::max(row_end, vertical.first[y] + taps);
+    }
+    row_end = std::max(row_end, row_begin);
+  }
+  // Horizontal pass over those rows.
+  HwcImage rows{out_width, row_end - row_begin, c, std::vector<uint8_t>(out_width * (row_end - row_begin) * c)};
+  if (width != image.width) {
+    const Taps taps = bicubic_taps(image.width, width, x0, out_width);
+    for (int64_t y = row_begin; y < row_end; ++y) {
+      uint8_t* out = rows.data.data() + (y - row_begin) * out_width * c;
+      for (int64_t x = 0; x < out_width; ++x) {
         const std::vector<double>& w = taps.weights[x];
-        for (size_t k = 0; k < w.size(); ++k) {
-          sum += w[k] * image.data[(y * image.width + taps.first[x] + static_cast<int64_t>(k)) * image.channels + c];
+        for (int64_t ch = 0; ch < c; ++ch) {
+          double sum = 0.0;
+          for (size_t k = 0; k < w.size(); ++k) {
+            sum += w[k] * image.data[(y * image.width + taps.first[x] + static_cast<int64_t>(k)) * c + ch];
+          }
+          out[x * c + ch] = clamp_round(sum);
         }
-        out.data[(y * width + x) * image.channels + c] = clamp_round(sum);
       }
     }
+  } else {
+    for (int64_t y = row_begin; y < row_end; ++y) {
+      const uint8_t* from = image.data.data() + (y * image.width + x0) * c;
+      std::copy(from, from + out_width * c, rows.data.data() + (y - row_begin) * out_width * c);
+    }
   }
-  return out;
-}
-
-HwcImage resample_vertical(const HwcImage& image, int64_t height) {
-  const Taps taps = bicubic_taps(image.height, height);
-  HwcImage out{image.width, height, image.channels, std::vector<uint8_t>(image.width * height * image.channels)};
-  const int64_t row = image.width * image.channels;
-  for (int64_t y = 0; y < height; ++y) {
-    const std::vector<double>& w = taps.weights[y];
+  if (!resize_rows) return rows;
+  // Vertical pass.
+  HwcImage out{out_width, out_height, c, std::vector<uint8_t>(out_width * out_height * c)};
+  const int64_t row = out_width * c;
+  for (int64_t y = 0; y < out_height; ++y) {
+    const std::vector<double>& w = vertical.weights[y];
     for (int64_t i = 0; i < row; ++i) {
       double sum = 0.0;
       for (size_t k = 0; k < w.size(); ++k) {
-        sum += w[k] * image.data[(taps.first[y] + static_cast<int64_t>(k)) * row + i];
+        sum += w[k] * rows.data[(vertical.first[y] + static_cast<int64_t>(k) - row_begin) * row + i];
       }
       out.data[y * row + i] = clamp_round(sum);
     }
@@ -104,8 +133,7 @@ HwcImage box_downsample_2x(const HwcImage& image) {
 
 HwcImage resize_bicubic(const HwcImage& image, int64_t width, int64_t height) {
   // PIL skips a pass whose size does not change; so do we, which also keeps exact sizes lossless.
-  HwcImage out = width == image.width ? image : resample_horizontal(image, width);
-  return height == out.height ? out : resample_vertical(out, height);
+  return resize_window(image, width, height, 0, 0, width, height);
 }
 
 HwcImage center_crop(const HwcImage& image, int64_t size) {
@@ -129,7 +157,10 @@ HwcImage resize_center_crop(HwcImage image, int64_t size) {
   // std::nearbyint rounds half to even under the default rounding mode, like Python's round().
   const auto width = static_cast<int64_t>(std::nearbyint(static_cast<double>(image.width) * scale));
   const auto height = static_cast<int64_t>(std::nearbyint(static_cast<double>(image.height) * scale));
-  return center_crop(resize_bicubic(image, std::max(width, size), std::max(height, size)), size);
+  // center_crop(resize_bicubic(image, W, H), size), computing only the crop.
+  const int64_t resized_width = std::max(width, size), resized_height = std::max(height, size);
+  return resize_window(image, resized_width, resized_height, (resized_width - size) / 2, (resized_height - size) / 2,
+                       size, size);
 }
 
 HwcImage convert_channels(const HwcImage& image, int64_t channels) {

@@ -8,6 +8,7 @@
 #   DDPM_BUILD_DIR    build folder (default: build)       DDPM_BUILD_TYPE  Release (default) | Debug | RelWithDebInfo
 #   DDPM_CMAKE_ARGS   extra CMake arguments, e.g. "-DDDPM_CUDA=OFF"
 #   DDPM_SKIP_APT=1   do not touch system packages (no root, or they are known to be there)
+#   DDPM_BUILD_FUZZ=1 also build the libFuzzer targets (clang, build-fuzz/; the ctest fuzz_short builds them anyway)
 set -euo pipefail
 
 readonly TORCH_VERSION=2.11.0
@@ -17,9 +18,10 @@ readonly BUILD_DIR="${DDPM_BUILD_DIR:-$REPO_ROOT/build}"
 readonly BUILD_TYPE="${DDPM_BUILD_TYPE:-Release}"
 
 # Debian packages: toolchain, MPI, YAML, Prometheus (client library and the server the monitoring test
-# starts), GoogleTest, image/compression libraries, and the default data set.
+# starts), GoogleTest, image/compression libraries, the default data set, and clang with its libFuzzer and
+# sanitizer runtimes plus llvm-symbolizer for the fuzz targets (tests/fuzz).
 readonly APT_PACKAGES=(
-  build-essential cmake ninja-build ccache git python3 python3-venv
+  build-essential cmake ninja-build ccache git python3 python3-venv clang libclang-rt-14-dev llvm
   libopenmpi-dev openmpi-bin libyaml-cpp-dev prometheus-cpp-dev libgtest-dev libcli11-dev
   zlib1g-dev libpng-dev libstb-dev nlohmann-json3-dev prometheus curl dataset-fashion-mnist
 )
@@ -76,7 +78,14 @@ configure_and_build() {
   test -x "$BUILD_DIR/ddpm"
 }
 
+build_fuzz_targets() {
+  [[ "${DDPM_BUILD_FUZZ:-0}" == 1 ]] || return 0
+  log "building the fuzz targets (tests/fuzz/build.sh)"
+  DDPM_FUZZ_JOBS="${DDPM_FUZZ_JOBS:-$(nproc)}" bash "$REPO_ROOT/tests/fuzz/build.sh"
+}
+
 install_apt_packages
 install_torch
 configure_and_build
+build_fuzz_targets
 log "ready: $BUILD_DIR/ddpm"

@@ -102,13 +102,24 @@ TEST_F(ConfigTest, ImageSizeTheModelCannotTakeIsRejected) {
   EXPECT_NE(attention.find("model.attention_resolutions: 12"), std::string::npos) << attention;
 }
 
+TEST_F(ConfigTest, EmptyFilesDuplicatesAndBadListEntriesAreErrors) {
+  EXPECT_NE(error_of("# nothing but a comment\n").find("the config file is empty"), std::string::npos);
+  EXPECT_NE(error_of("train:\n  steps: 5\n  steps: 6\n").find(":3:3: duplicate key 'train.steps'"), std::string::npos)
+      << error_of("train:\n  steps: 5\n  steps: 6\n");
+  EXPECT_NE(error_of("train:\n  steps: 5\ntrain:\n  lr: 0.1\n").find(":3:1: duplicate section 'train'"), std::string::npos);
+  EXPECT_NE(error_of("train:\n  steps:\n").find("train.steps: expected an integer, got an empty value"), std::string::npos);
+  const std::string list = error_of("model:\n  channel_mult: [1, x]\n");
+  EXPECT_NE(list.find("model.channel_mult: entry 2 of the list is 'x', not a number (an integer)"), std::string::npos) << list;
+  EXPECT_NE(error_of("{}", {"run.dir="}).find("--set: run.dir: expected a string, got an empty value"), std::string::npos);
+}
+
 TEST_F(ConfigTest, OverridesAreCheckedLikeTheFile) {
-  EXPECT_NE(error_of("", {"train.lrr=0.1"}).find("--set: unknown key 'train.lrr' (did you mean 'train.lr'?)"),
+  EXPECT_NE(error_of("{}", {"train.lrr=0.1"}).find("--set: unknown key 'train.lrr' (did you mean 'train.lr'?)"),
             std::string::npos);
-  EXPECT_NE(error_of("", {"train.steps=many"}).find("--set: train.steps: expected an integer, got 'many'"),
+  EXPECT_NE(error_of("{}", {"train.steps=many"}).find("--set: train.steps: expected an integer, got 'many'"),
             std::string::npos);
-  EXPECT_NE(error_of("", {"train.steps"}).find("expected section.key=value"), std::string::npos);
-  const ddpm::Config config = ddpm::load_config(write(""), {"model.channel_mult=[1, 2]", "model.attention_resolutions=[14]",
+  EXPECT_NE(error_of("{}", {"train.steps"}).find("expected section.key=value"), std::string::npos);
+  const ddpm::Config config = ddpm::load_config(write("{}"), {"model.channel_mult=[1, 2]", "model.attention_resolutions=[14]",
                                                             "data.random_flip=true"});
   EXPECT_EQ(config.model.channel_mult, (std::vector<int64_t>{1, 2}));
   EXPECT_TRUE(config.data.random_flip);

@@ -143,8 +143,10 @@ fs::path write_checkpoint(const fs::path& dir, const Checkpoint& checkpoint, con
 }
 
 Checkpoint read_checkpoint(const fs::path& path) {
+  std::error_code error;
+  if (fs::is_directory(path, error)) fail(path, "is a directory, not a checkpoint file");
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open");
+  if (!in) fail(path, std::string("cannot open: ") + std::strerror(errno));
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const CheckpointHeader header = parse_checkpoint_header(bytes, path);
 

@@ -96,7 +96,15 @@ Field make_field(std::string section, std::string key, std::string expected, Mem
     T value;
     if constexpr (std::is_same_v<T, std::vector<int64_t>> || std::is_same_v<T, std::vector<double>>) {
       if (!node.IsSequence()) throw YAML::BadConversion(node.Mark());
-      for (const YAML::Node& item : node) value.push_back(scalar_as<typename T::value_type>(item));
+      for (const YAML::Node& item : node) {
+        try {
+          value.push_back(scalar_as<typename T::value_type>(item));
+        } catch (const YAML::BadConversion&) {
+          const std::string shown = item.IsScalar() ? "'" + item.Scalar() + "'" : item.IsNull() ? "empty" : "not a single value";
+          throw std::invalid_argument("entry " + std::to_string(value.size() + 1) + " of the list is " + shown +
+                                      ", not a number" + (std::is_same_v<T, std::vector<int64_t>> ? " (an integer)" : ""));
+        }
+      }
     } else {
       value = scalar_as<T>(node);
     }
@@ -245,7 +253,10 @@ void read_field(Config& config, const Field& field, const YAML::Node& node, cons
   try {
     field.read(config, node);
   } catch (const YAML::BadConversion&) {
-    std::string shown = node.IsScalar() ? "'" + node.Scalar() + "'" : (node.IsSequence() ? "a list" : "a mapping");
+    const std::string shown = node.IsScalar()     ? "'" + node.Scalar() + "'"
+                              : node.IsNull()     ? "an empty value"
+                              : node.IsSequence() ? "a list"
+                                                  : "a mapping";
     throw ConfigError(origin + ": " + field.path() + ": expected " + field.expected + ", got " + shown);
   } catch (const std::invalid_argument& e) {
     throw ConfigError(origin + ": " + field.path() + ": " + e.what());
@@ -281,14 +292,25 @@ Config config_from_yaml(const YAML::Node& root, const std::string& path, const s
   Config config;
   config.source = path;
   const YAML::Node& const_root = root;  // const lookups never insert keys
-  if (!const_root.IsMap() && !const_root.IsNull()) throw ConfigError(path + ": the config must be a mapping of sections (run, data, ...)");
+  // An empty file is a mistake far more often than a wish for every default (which `{}` says explicitly):
+  // training would start the default run in the default run directory.
+  if (const_root.IsNull()) throw ConfigError(path + ": the config file is empty (write {} to take every default)");
+  if (!const_root.IsMap()) throw ConfigError(path + ": the config must be a mapping of sections (run, data, ...)");
   const std::vector<std::string> sections = section_names();
-  for (const auto& section_entry : const_root.IsMap() ? const_root : YAML::Node(YAML::NodeType::Map)) {
+  std::vector<std::string> seen;  // "section" and "section.key": YAML lets a later duplicate win silently
+  const auto first_time = [&seen, &config](const std::string& name, const YAML::Node& node, const char* what) {
+    if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
+      throw ConfigError(where(config, node) + ": duplicate " + what + " '" + name + "'");
+    }
+    seen.push_back(name);
+  };
+  for (const auto& section_entry : const_root) {
     const std::string section = key_name(config, section_entry.first, "a section name");
     if (std::find(sections.begin(), sections.end(), section) == sections.end()) {
       throw ConfigError(where(config, section_entry.first) + ": unknown section '" + section + "'" +
                         did_you_mean(section, sections));
     }
+    first_time(section, section_entry.first, "section");
     const YAML::Node& body = section_entry.second;
     if (body.IsNull()) continue;
     if (!body.IsMap()) throw ConfigError(where(config, body) + ": " + section + ": expected a mapping of keys");
@@ -303,6 +325,7 @@ Config config_from_yaml(const YAML::Node& root, const std::string& path, const s
         throw ConfigError(where(config, entry.first) + ": unknown key '" + section + "." + key + "'" +
                           did_you_mean(key, keys));
       }
+      first_time(section + "." + key, entry.first, "key");
       read_field(config, *field, entry.second, where(config, entry.second));
     }
   }
