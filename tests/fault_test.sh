@@ -7,17 +7,8 @@ set -uo pipefail
 DDPM="$1"
 COMPARE="$2"
 SRC="$3"
-WORK="$(mktemp -d)"
-failures=0
-passes=0
-cleanup() {
-  pkill -KILL -f -- "$WORK/" 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ok() { echo "ok: $*"; passes=$((passes + 1)); }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 start_job() {  # start_job NAME: a long 3-rank run in the background; sets JOB_PID
   mpirun --oversubscribe -np 3 "$DDPM" train --config "$SRC/configs/smoke.yaml" --progress plain \
@@ -34,17 +25,6 @@ wait_for_checkpoint() {  # wait_for_checkpoint NAME: until a checkpoint exists (
   return 1
 }
 
-rank_pid() {  # rank_pid RANK: the process of that rank in the running job (from Open MPI's environment)
-  local pid
-  for pid in $(pgrep -f -- "run.dir=$WORK/"); do
-    [[ "$pid" == "$JOB_PID" ]] && continue
-    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then
-      echo "$pid"
-      return 0
-    fi
-  done
-  return 1
-}
 
 expect_job_ends() {  # expect_job_ends NAME WHAT: the job exits non-zero within 60 s, no rank left
   local start=$SECONDS status
@@ -65,10 +45,10 @@ expect_job_ends() {  # expect_job_ends NAME WHAT: the job exits non-zero within 
 }
 
 expect_resumable() {  # expect_resumable NAME: newest checkpoint verifies; a new job resumes from it and finishes
-  local newest step
-  newest="$(ls "$WORK/$1"/ckpt-*.ddpm | sort | tail -n 1)"
+  local step newest
+  step=$(newest_step "$WORK/$1")
+  newest=$(ckpt_path "$WORK/$1" "$step")
   if "$COMPARE" "$newest" "$newest" >/dev/null; then ok "$1: newest checkpoint $(basename "$newest") verifies"; else fail "$1: $newest is damaged"; fi
-  step=$((10#$(basename "$newest" .ddpm | sed 's/ckpt-//')))
   if mpirun --oversubscribe -np 3 "$DDPM" train --config "$SRC/configs/smoke.yaml" --progress plain \
       --set "run.dir=$WORK/$1" --set "train.steps=$((step + 2))" --set train.checkpoint_every=3 \
       --set diffusion.timesteps=50 --set distributed.timeout_seconds=10 >"$WORK/$1.resume.log" 2>&1 &&
@@ -81,7 +61,7 @@ expect_resumable() {  # expect_resumable NAME: newest checkpoint verifies; a new
 
 # 1. A rank dies (SIGKILL).
 start_job killed
-if wait_for_checkpoint killed && pid=$(rank_pid 1); then
+if wait_for_checkpoint killed && pid=$(rank_pid "run.dir=$WORK/killed" 1 "$JOB_PID"); then
   kill -KILL "$pid"
   expect_job_ends killed "rank 1 killed"
   if grep -q "process rank 1 with PID [0-9]* on node .* exited on signal 9" "$WORK/killed.log"; then
@@ -96,7 +76,7 @@ fi
 
 # 2. A rank hangs (SIGSTOP): the others' watchdog aborts the job.
 start_job stopped
-if wait_for_checkpoint stopped && pid=$(rank_pid 2); then
+if wait_for_checkpoint stopped && pid=$(rank_pid "run.dir=$WORK/stopped" 2 "$JOB_PID"); then
   kill -STOP "$pid"
   expect_job_ends stopped "rank 2 stopped"
   kill -KILL "$pid" 2>/dev/null
@@ -120,5 +100,4 @@ else
   fail "hung: rank 1 is not named"; tail -n 8 "$WORK/hung.log"
 fi
 
-echo "$passes passed, $failures failed"
-[[ $failures -eq 0 ]]
+finish

@@ -9,13 +9,7 @@ set -uo pipefail
 DDPM="$1"
 COMPARE="$2"
 SRC="$3"
-WORK="$(mktemp -d)"
-failures=0
-passes=0
-trap 'pkill -KILL -f -- "$WORK/" 2>/dev/null; rm -rf "$WORK"' EXIT
-ok() { echo "ok: $*"; passes=$((passes + 1)); }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-ckpt() { printf '%s/ckpt-%09d.ddpm' "$1" "$2"; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 train() {  # train NAME STEPS [--set ...]
   local name="$1" steps="$2"
   shift 2
@@ -50,7 +44,7 @@ grep -q '"step":8,.*"skipped_steps":3' "$WORK/skips/train_log.jsonl" && ok "trai
 grep -q "replicas diverged" "$WORK/skips.log" && fail "replicas diverged" || ok "replicas equal after every step (checked every step)"
 for bad in 3 5 7; do
   for prefix in model/ ema_ adam/; do
-    if out="$("$COMPARE" "$(ckpt "$WORK/skips" $((bad - 1)))" "$(ckpt "$WORK/skips" "$bad")" --prefix "$prefix")"; then
+    if out="$("$COMPARE" "$(ckpt_path "$WORK/skips" $((bad - 1)))" "$(ckpt_path "$WORK/skips" "$bad")" --prefix "$prefix")"; then
       ok "step $bad skipped: $prefix unchanged, bitwise"
     else
       fail "step $bad: $prefix changed: $out"
@@ -58,7 +52,7 @@ for bad in 3 5 7; do
   done
 done
 # The control: a good step does change them (so the comparisons above can fail).
-"$COMPARE" "$(ckpt "$WORK/skips" 7)" "$(ckpt "$WORK/skips" 8)" --prefix model/ >/dev/null &&
+"$COMPARE" "$(ckpt_path "$WORK/skips" 7)" "$(ckpt_path "$WORK/skips" 8)" --prefix model/ >/dev/null &&
   fail "step 8 left the weights unchanged" || ok "a good step (8) changes the weights"
 
 # 2. Every step bad from step 4 on, at most 3 in a row: the run stops with a clear error naming the limit; the
@@ -72,10 +66,9 @@ else
   fail "no clear error"; tail -n 5 "$WORK/limit.log"
 fi
 newest="$(ls "$WORK/limit"/ckpt-*.ddpm | sort | tail -n 1)"
-"$COMPARE" "$newest" "$(ckpt "$WORK/limit" 3)" --prefix model/ >/dev/null &&
+"$COMPARE" "$newest" "$(ckpt_path "$WORK/limit" 3)" --prefix model/ >/dev/null &&
   ok "the newest checkpoint ($(basename "$newest")) holds the last good weights (step 3's)" || fail "$newest differs from step 3's weights"
 train limit 8 >"$WORK/resume.log" 2>&1 && grep -q "resumed at step 5 from" "$WORK/resume.log" &&
   ok "resumed from the last checkpoint and finished" || { fail "no resume"; tail -n 5 "$WORK/resume.log"; }
 
-echo "$passes passed, $failures failed"
-[[ $failures -eq 0 ]]
+finish

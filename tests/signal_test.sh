@@ -6,12 +6,7 @@ set -uo pipefail
 DDPM="$1"
 COMPARE="$2"
 SRC="$3"
-WORK="$(mktemp -d)"
-failures=0
-passes=0
-trap 'pkill -KILL -f -- "$WORK/" 2>/dev/null; rm -rf "$WORK"' EXIT
-ok() { echo "ok: $*"; passes=$((passes + 1)); }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 STEPS=40
 train() {  # train NAME: the same command for every run of the test
   mpirun --oversubscribe -np 2 "$DDPM" train --config "$SRC/configs/smoke.yaml" --progress plain --set "run.dir=$WORK/$1" \
@@ -50,5 +45,4 @@ for prefix in model/ ema_; do
     fail "resumed run differs: $out"
   fi
 done
-echo "$passes passed, $failures failed"
-[[ $failures -eq 0 ]]
+finish
