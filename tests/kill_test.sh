@@ -18,11 +18,7 @@ SRC="$3"
 TRIALS="${4:-20}"
 SEED="${5:-$(( $(date +%s) % 32768 ))}"
 RANDOM=$SEED
-WORK="$(mktemp -d)"
-trap 'pkill -KILL -f -- "$WORK/" 2>/dev/null; rm -rf "$WORK"' EXIT
-failures=0
-ok() { echo "ok: $*"; }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Each trial advances at most 3 steps past the committed checkpoint plus a checkpoint interval, so the run can
 # never finish before the last trial.
@@ -37,29 +33,10 @@ train() {  # train NAME [ENV...]: the same command for every run of the test
     --set monitoring.eval_every=0 --set distributed.timeout_seconds=30
 }
 
-newest_committed() {  # the step of the newest checkpoint file in the run dir (0 when none)
-  local newest
-  newest="$(ls "$WORK/chain"/ckpt-*.ddpm 2>/dev/null | sort | tail -n 1)"
-  [[ -z "$newest" ]] && { echo 0; return; }
-  echo $((10#$(basename "$newest" .ddpm | sed 's/ckpt-//')))
-}
-
 logged_step() {  # the last step rank 0 logged in this run dir (0 before any)
   local line
   line="$(tail -n 1 "$WORK/chain/train_log.jsonl" 2>/dev/null)"
   [[ "$line" =~ \"step\":([0-9]+) ]] && echo "${BASH_REMATCH[1]}" || echo 0
-}
-
-rank_pid() {  # rank_pid JOB_PID RANK: the process of that rank in the running job
-  local pid
-  for pid in $(pgrep -f -- "run.dir=$WORK/chain"); do
-    [[ "$pid" == "$1" ]] && continue
-    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
-      echo "$pid"
-      return 0
-    fi
-  done
-  return 1
 }
 
 echo "kill_test: $TRIALS trials, seed $SEED, $STEPS steps, checkpoint every $CKPT_EVERY"
@@ -70,7 +47,7 @@ phases=(kill_in_checkpoint_write kill_before_checkpoint_rename kill_before_check
 declare -A kinds=()
 lost_steps=0
 for trial in $(seq "$TRIALS"); do
-  committed=$(newest_committed)
+  committed=$(newest_step "$WORK/chain")
   log="$WORK/trial$trial.log"
   if ((RANDOM % 2 == 0)); then
     # Inside a checkpoint write of rank 0 (the writer), one or two checkpoints ahead.
@@ -99,7 +76,7 @@ for trial in $(seq "$TRIALS"); do
     sleep "$delay"
     pid=""
     for _ in $(seq 100); do
-      pid=$(rank_pid "$job" "$rank") && break
+      pid=$(rank_pid "run.dir=$WORK/chain" "$rank" "$job") && break
       sleep 0.05
     done
     if [[ -n "$pid" ]]; then kill -KILL "$pid"; else fail "trial $trial: rank $rank not found"; fi
@@ -119,7 +96,7 @@ for trial in $(seq "$TRIALS"); do
     fail "trial $trial ($what): did not resume from step $committed"; grep -m1 "run directory" "$log"
   fi
   reached=$(logged_step)
-  after=$(newest_committed)
+  after=$(newest_step "$WORK/chain")
   lost=$((reached > after ? reached - after : 0))
   lost_steps=$((lost_steps + lost))
   ((lost <= CKPT_EVERY)) || fail "trial $trial ($what): $lost steps lost, more than the checkpoint interval"
@@ -127,7 +104,7 @@ for trial in $(seq "$TRIALS"); do
 done
 
 # The last start removes the interrupted writes' temp files and finishes the run.
-committed=$(newest_committed)
+committed=$(newest_step "$WORK/chain")
 train chain >"$WORK/final.log" 2>&1 || { fail "the final resume failed"; tail -n 5 "$WORK/final.log"; }
 grep -q "resumed at step $committed from" "$WORK/final.log" || fail "the final run did not resume from step $committed"
 leftovers=$(find "$WORK/chain" -name '.ckpt-*.tmp' | wc -l)
