@@ -16,6 +16,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODE="${1:-cpu}"
 DDPM="${DDPM:-$REPO_ROOT/build/ddpm}"
 PYTHON="${PYTHON:-${DDPM_TORCH_ENV:-$HOME/.cache/ddpm/torch-2.11.0}/bin/python}"
+[[ -x "$PYTHON" ]] || PYTHON=python3
 OUT="${OUT:-$REPO_ROOT/bench_results.jsonl}"
 [[ -f "$REPO_ROOT/launch/env.sh" ]] && source "$REPO_ROOT/launch/env.sh"
 
@@ -24,6 +25,27 @@ case "$MODE" in
     CONFIG="$REPO_ROOT/configs/cifar10.yaml"
     BATCH=128 WARMUP=20 STEPS=100 SAMPLE_BATCH=256 SAMPLE_STEPS=1000
     SETS=(--set run.device=cuda --set train.batch_size=$BATCH)
+    if [[ ! -d "$REPO_ROOT/data/cifar-10-batches-bin" ]]; then
+      # No CIFAR-10 here (nothing is downloaded at run time): 32x32 RGB stand-in images of the same shape;
+      # the step's cost does not depend on the pixels.
+      STAND_IN="${TMPDIR:-/tmp}/ddpm-bench-images"
+      "$PYTHON" - "$STAND_IN" <<'PY'
+import os, random, struct, sys, zlib
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+rng = random.Random(0)
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+for i in range(512):
+    rows = b"".join(b"\0" + bytes(rng.randrange(256) for _ in range(32 * 3)) for _ in range(32))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 32, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    with open(os.path.join(out, f"{i:04d}.png"), "wb") as f:
+        f.write(png)
+PY
+      SETS+=(--set data.format=folder --set "data.path=$STAND_IN")
+      echo "bench: no data/cifar-10-batches-bin; training on 512 random 32x32 RGB images in $STAND_IN" >&2
+    fi
     PEER_MODEL=(--device cuda --image-size 32 --in-channels 3 --base-channels 128 --channel-mult 1,2,2,2
                 --num-res-blocks 2 --attention-resolutions 16 --dropout 0.1)
     ;;
@@ -66,9 +88,12 @@ ours "+ channels-last" "${BASE[@]}" --set train.channels_last=true
 ours "+ fused Adam" "${BASE[@]}" --set train.fused_adam=true
 ours "as shipped ($PRECISION$([[ $CHANNELS_LAST == true ]] && echo ', channels-last'), fused Adam)" \
   --sample-batch "$SAMPLE_BATCH" --sample-steps "$SAMPLE_STEPS"
+# World size 1 with the gradients all-reduced all the same (buckets, hooks, the communicator): what the
+# communication path costs when there is nothing to communicate (target on GPUs: >= 99% of the row above).
 if [[ "$MODE" == gpu ]]; then
-  # World size 1 through the NCCL communicator: nothing to communicate must cost nothing (target >= 99%).
-  ours "as shipped, NCCL backend, world size 1" --set distributed.backend=nccl
+  ours "as shipped, NCCL all-reduce at world size 1" --set distributed.backend=nccl --set distributed.always_reduce=true
+else
+  ours "as shipped, MPI all-reduce at world size 1" --set distributed.backend=mpi --set distributed.always_reduce=true
 fi
 peer "diffusers eager" eager
 peer "diffusers torch.compile" compile
@@ -98,5 +123,10 @@ for r in rows:
         if p.get("sampling_images_per_second") and ours.get("sampling_images_per_second"):
             line += f", sampling {ours['sampling_images_per_second'] / p['sampling_images_per_second']:.2f}x"
         print(line)
+reduced = next((r for r in rows if "all-reduce at world size 1" in r["name"]), None)
+if reduced:
+    print(f"{reduced['name']} / as shipped: {reduced['report']['images_per_second'] / ours['images_per_second']:.3f}")
+print(f"FLOPs per image, forward: ours {ours.get('forward_flops_per_image', 0) / 1e9:.3f} G (counted from the layers), "
+      f"PyTorch's FlopCounterMode on the peer {rows[-1]['report'].get('forward_flops_per_image', 0) / 1e9:.3f} G")
 print(f"device: {ours['device_name']}; {ours['impl']}; peer: {rows[-1]['report'].get('impl', '?')}, torch {rows[-1]['report'].get('torch_version', '?')}")
 EOF

@@ -50,7 +50,7 @@ install_torch() {
   [[ -n "${Torch_DIR:-}" ]] && return 0
   # Read the installed version from the file rather than importing torch (seconds saved on every run).
   local version_file
-  version_file=$(ls "$TORCH_ENV"/lib/python3*/site-packages/torch/version.py 2>/dev/null | head -n 1)
+  version_file=$(ls "$TORCH_ENV"/lib/python3*/site-packages/torch/version.py 2>/dev/null | head -n 1 || true)
   if [[ -n "$version_file" ]] && grep -q "^__version__ = '${TORCH_VERSION}" "$version_file"; then
     return 0
   fi
@@ -59,6 +59,16 @@ install_torch() {
   python3 -m venv "$TORCH_ENV"
   "$TORCH_ENV/bin/pip" install -q --upgrade pip >/dev/null
   "$TORCH_ENV/bin/pip" install -q "torch==${TORCH_VERSION}" numpy
+}
+
+# diffusers for launch/peer_bench.py, the PyTorch peer of `launch/bench.sh` (pinned: the same version as
+# launch/fetch_peer_wheels.sh carries to the GPU machine). Optional: a failure only warns.
+install_diffusers() {
+  [[ -n "${Torch_DIR:-}" ]] && return 0
+  local version=0.41.0
+  ls "$TORCH_ENV"/lib/python3*/site-packages/diffusers-"$version".dist-info >/dev/null 2>&1 && return 0
+  log "installing diffusers==$version into $TORCH_ENV (for launch/peer_bench.py)"
+  "$TORCH_ENV/bin/pip" install -q "diffusers==$version" || log "warning: diffusers not installed"
 }
 
 configure_and_build() {
@@ -74,8 +84,8 @@ configure_and_build() {
     cmake -S "$REPO_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" "${prefix_args[@]}" \
       ${DDPM_CMAKE_ARGS:-} >/dev/null
   fi
-  cmake --build "$BUILD_DIR" -- -j"$(nproc)" | grep -v '^\[' || true
-  test -x "$BUILD_DIR/ddpm"
+  # Only the compiler's messages, not ninja's progress lines; a failed build fails the set-up (pipefail).
+  cmake --build "$BUILD_DIR" -- -j"$(nproc)" | { grep -v '^\[' || true; }
 }
 
 build_fuzz_targets() {
@@ -86,6 +96,7 @@ build_fuzz_targets() {
 
 install_apt_packages
 install_torch
+install_diffusers
 configure_and_build
 build_fuzz_targets
 log "ready: $BUILD_DIR/ddpm"

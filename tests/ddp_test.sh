@@ -3,7 +3,9 @@
 #  - 2 and 3 ranks with per-rank batch B end with the parameters of 1 rank with batch N·B (same images,
 #    same per-image t and noise), up to summation order;
 #  - the bucket layout does not change the result (one bucket per parameter, one bucket for all);
-#  - a 2-rank run stopped and resumed ends bit-identical to the uninterrupted 2-rank run.
+#  - a 2-rank run stopped and resumed ends bit-identical to the uninterrupted 2-rank run;
+#  - 1 rank with distributed.always_reduce (the all-reduce path run with nothing to reduce) ends bit-identical
+#    to 1 rank without communication.
 # Usage: ddp_test.sh DDPM COMPARE_CHECKPOINTS SOURCE_DIR
 set -uo pipefail
 DDPM="$1"
@@ -47,6 +49,7 @@ same() {  # same DESCRIPTION A B [compare flags]: checkpoint A vs B
 ckpt() { printf '%s/%s/ckpt-%09d.ddpm' "$WORK" "$1" "$2"; }
 
 train 1 one 12
+train 1 one_reduced 12 --set distributed.always_reduce=true
 train 2 two 6
 train 3 three 4
 # Same gradients up to float summation order, through 4 Adam steps.
@@ -75,6 +78,24 @@ for run in two three; do
     failures=$((failures + 1))
   fi
 done
+
+# One rank through the whole all-reduce path (buckets, the MPI communicator, the division by the world size)
+# ends exactly where no communication does; the log shows that the path did run.
+same "1 rank, gradients all-reduced = no communication (bitwise)" "$(ckpt one_reduced $STEPS)" "$(ckpt one $STEPS)"
+if out="$(python3 - "$WORK/one_reduced/train_log.jsonl" "$WORK/one/train_log.jsonl" <<'PY'
+import json, sys
+reduced, plain = ([json.loads(l)["comm_total_seconds"] for l in open(p)] for p in sys.argv[1:3])
+assert all(s > 0 for s in reduced), f"always_reduce: no communication time logged: {reduced}"
+assert all(s == 0 for s in plain), f"one rank without always_reduce communicated: {plain}"
+print(f"communication {sum(reduced) / len(reduced) * 1e3:.2f} ms/step with always_reduce, none without")
+PY
+)"; then
+  echo "ok: $out"
+  passes=$((passes + 1))
+else
+  echo "FAIL: $out"
+  failures=$((failures + 1))
+fi
 
 # The comparison can fail: training moved the weights well beyond that tolerance.
 if "$COMPARE" "$(ckpt one 2)" "$(ckpt one $STEPS)" --atol 1e-5 --rtol 1e-4 >/dev/null; then

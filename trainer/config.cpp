@@ -222,6 +222,8 @@ const std::vector<Field>& schema() {
                     [](Config& c) -> I& { return c.distributed.replica_check_every; }, at_least(0)),
       make_field<D>("distributed", "timeout_seconds", "a number", [](Config& c) -> D& { return c.distributed.timeout_seconds; },
                     in_range(1.0, 86400.0)),
+      make_field<bool>("distributed", "always_reduce", "true or false",
+                       [](Config& c) -> bool& { return c.distributed.always_reduce; }, {}),
       make_field<bool>("monitoring", "enabled", "true or false", [](Config& c) -> bool& { return c.monitoring.enabled; }, {}),
       make_field<S>("monitoring", "bind_address", "a string", [](Config& c) -> S& { return c.monitoring.bind_address; },
                     [](const S& v) { if (v.empty()) throw std::invalid_argument("must not be empty"); }),

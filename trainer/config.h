@@ -52,6 +52,7 @@ struct DistributedConfig {
   double first_bucket_mb = 1.0;        // a small first bucket starts communication early in backward
   int64_t replica_check_every = 500;   // steps between parameter checksums across ranks (0: never)
   double timeout_seconds = 60.0;       // a collective that takes longer means a dead or hung rank: abort the job
+  bool always_reduce = false;          // all-reduce gradients at world size 1 too (measures and tests that path)
 };
 
 struct TrainConfig {

@@ -1,4 +1,5 @@
 #include "trainer/fault_injection.h"
+#include "trainer/console.h"
 
 #include <unistd.h>
 
@@ -60,7 +61,7 @@ FaultInjector::FaultInjector(const std::string& spec, int rank) {
 FaultInjector FaultInjector::from_environment(int rank) {
   const char* spec = std::getenv("DDPM_FAULT");
   if (spec == nullptr || *spec == '\0') return {};
-  std::cerr << "ddpm: warning: rank " << rank << ": fault injection DDPM_FAULT=" << spec << std::endl;
+  print_line("ddpm: warning: rank " + std::to_string(rank) + ": fault injection DDPM_FAULT=" + spec);
   return FaultInjector(spec, rank);
 }
 

@@ -9,6 +9,7 @@
 #include "data/pixels.h"
 #include "data/splitmix64.h"
 #include "trainer/autocast.h"
+#include "trainer/console.h"
 #include "trainer/builders.h"
 #include "trainer/checkpoint.h"
 #include "trainer/ema.h"
@@ -22,7 +23,7 @@ std::string resolve_checkpoint(const Config& config, const std::string& requeste
   std::vector<std::string> warnings;
   fs::path found;
   const std::optional<Checkpoint> newest = load_newest_valid_checkpoint(config.run.dir, &warnings, &found);
-  for (const std::string& w : warnings) std::cerr << "ddpm: warning: " << w << "\n";
+  for (const std::string& w : warnings) print_line("ddpm: warning: " + w);
   return newest ? found.string() : "";
 }
 

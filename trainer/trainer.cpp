@@ -18,6 +18,7 @@
 #include "trainer/atomic_file.h"
 #include "trainer/builders.h"
 #include "trainer/autocast.h"
+#include "trainer/console.h"
 #include "trainer/keyed_noise.h"
 #include "trainer/stop_signal.h"
 #ifdef DDPM_WITH_CUDA
@@ -115,7 +116,9 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
   resume_or_start();
   broadcast_parameters();
   monitor_ = std::make_unique<TrainingMonitor>(config_, mpi_, diffusion_, device_);
-  if (mpi_.world_size() > 1) {
+  // One rank has nothing to all-reduce; distributed.always_reduce runs the path anyway, to measure what it costs
+  // and to check that it leaves the weights exactly as no communication would.
+  if (mpi_.world_size() > 1 || config_.distributed.always_reduce) {
     if (comm_->backend() == CommBackend::kMpi && mpi_.thread_level() < MPI_THREAD_SERIALIZED) {
       throw std::runtime_error("this MPI library provides thread level " + std::to_string(mpi_.thread_level()) +
                                "; the MPI backend reduces gradient buckets from a communication thread and needs at "
@@ -162,13 +165,16 @@ void Trainer::check_config_matches_rank0() const {
 }
 
 void Trainer::abort_job(const std::string& what, double seconds) const {
-  std::cerr << "ddpm: error (rank " << mpi_.rank() << "): " << what << " has not completed after " << seconds
-            << " s: another rank is dead or hung (distributed.timeout_seconds); asking the other ranks" << std::endl;
+  const std::string prefix = "ddpm: error (rank " + std::to_string(mpi_.rank()) + "): ";
+  std::ostringstream seconds_text;
+  seconds_text << seconds;
+  print_line(prefix + what + " has not completed after " + seconds_text.str() +
+             " s: another rank is dead or hung (distributed.timeout_seconds); asking the other ranks");
   // A few seconds, and never more than a quarter of the timeout, for the live ranks to answer.
   const double grace = std::clamp(config_.distributed.timeout_seconds / 4.0, 1.0, 5.0);
   const std::string diagnosis = peer_status_->diagnose(what, PeerStatus::waiting(what, seconds), grace);
-  if (!diagnosis.empty()) std::cerr << "ddpm: error (rank " << mpi_.rank() << "): " << diagnosis << std::endl;
-  std::cerr << "ddpm: error (rank " << mpi_.rank() << "): aborting the job" << std::endl;
+  if (!diagnosis.empty()) print_line(prefix + diagnosis);
+  print_line(prefix + "aborting the job");
   comm_->abort();
   MPI_Abort(MPI_COMM_WORLD, 1);
   std::_Exit(1);
@@ -186,7 +192,7 @@ void Trainer::resume_or_start() {
       std::vector<std::string> warnings;
       fs::path path;
       newest = load_newest_valid_checkpoint(dir, &warnings, &path);
-      for (const std::string& w : warnings) std::cerr << "ddpm: warning: " << w << "\n";
+      for (const std::string& w : warnings) print_line("ddpm: warning: " + w);
       if (newest) {
         chosen = path.string();
       } else if (!list_checkpoints(dir).empty()) {
@@ -250,8 +256,8 @@ void Trainer::restore(const Checkpoint& checkpoint) {
       if (found != checkpoint.tensors.end()) generators[g].set_state(found->second.contiguous());
     }
   } else if (mpi_.rank() == 0) {
-    std::cerr << "ddpm: warning: the checkpoint was written by " << saved_world << " ranks, this job has "
-              << mpi_.world_size() << ": the run continues, but not bit-identically to an uninterrupted one\n";
+    print_line("ddpm: warning: the checkpoint was written by " + std::to_string(saved_world) + " ranks, this job has " +
+               std::to_string(mpi_.world_size()) + ": the run continues, but not bit-identically to an uninterrupted one");
   }
 }
 
@@ -392,7 +398,7 @@ bool Trainer::account_flags(bool drain) {
     ++skipped_steps_;
     monitor_->observe_nonfinite_step();
     if (mpi_.rank() == 0) {
-      std::cerr << "ddpm: warning: step " << flags.step << " skipped: non-finite loss or gradient on some rank" << std::endl;
+      print_line("ddpm: warning: step " + std::to_string(flags.step) + " skipped: non-finite loss or gradient on some rank");
     }
     if (++consecutive_skips_ >= config_.train.max_consecutive_skips) {
       throw std::runtime_error(std::to_string(consecutive_skips_) + " consecutive steps had a non-finite loss or gradient " +

@@ -18,6 +18,7 @@
 #include "distributed/mpi_context.h"
 #include "trainer/bench.h"
 #include "trainer/builders.h"
+#include "trainer/console.h"
 #include "trainer/config.h"
 #include "trainer/image_grid.h"
 #include "trainer/inference.h"
@@ -266,8 +267,8 @@ int main(int argc, char** argv) {
     return false;
   };
   if (argc > 1 && argv[1][0] != '-' && !is_subcommand(argv[1])) {
-    std::cerr << "ddpm: error: unknown subcommand '" << argv[1] << "' (expected config, train, sample, eval or bench; "
-              << "see ddpm --help)" << std::endl;
+    ddpm::print_line("ddpm: error: unknown subcommand '" + std::string(argv[1]) +
+                     "' (expected config, train, sample, eval or bench; see ddpm --help)");
     return kExitError;
   }
   CLI11_PARSE(app, argc, argv);
@@ -276,7 +277,7 @@ int main(int argc, char** argv) {
     try {
       return run_config(config_args);
     } catch (const std::exception& e) {
-      std::cerr << "ddpm: error: " << e.what() << "\n";
+      ddpm::print_line("ddpm: error: " + std::string(e.what()));
       return kExitError;
     }
   }
@@ -290,8 +291,8 @@ int main(int argc, char** argv) {
     if (bench_cmd->parsed()) return run_bench(bench_args, bench, *mpi);
   } catch (const std::exception& e) {
     const bool several = mpi && mpi->world_size() > 1;
-    std::cerr << "ddpm: error" << (several ? " (rank " + std::to_string(mpi->rank()) + ")" : "") << ": " << e.what()
-              << std::endl;
+    ddpm::print_line("ddpm: error" + (several ? " (rank " + std::to_string(mpi->rank()) + ")" : std::string()) + ": " +
+                     e.what());
     // A rank that fails alone must not leave the others waiting in a collective.
     if (several) MPI_Abort(MPI_COMM_WORLD, kExitError);
     return kExitError;
