@@ -85,6 +85,7 @@ write_config_files() {  # write_config_files DIR: one small bad config file per 
   printf 'train:\n  step: 2\n' >"$d/typo_key.yaml"
   printf 'model:\n  depth: 4\n' >"$d/unknown_key.yaml"
   printf 'train:\n  steps: two\n' >"$d/string_for_int.yaml"
+  printf 'run:\n  dir: r\r' >"$d/carriage_return.yaml"  # a lone CR at the end: it lands in the value
   printf 'train:\n  steps: [1, 2]\n' >"$d/list_for_int.yaml"
   printf 'train:\n  steps: 2.5\n' >"$d/float_for_int.yaml"
   printf 'train:\n  steps: 99999999999999999999\n' >"$d/int_overflow.yaml"

@@ -79,6 +79,20 @@ void emit(YAML::Emitter& out, const T& value) {
   }
 }
 
+// A path or name with a control character in it is a mistake (a stray carriage return at the end of a file
+// lands in the last value), and could not be written back to YAML unchanged.
+void reject_control_characters(const std::string& value) {
+  for (size_t i = 0; i < value.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(value[i]);
+    if (byte < 0x20 || byte == 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof(hex), "0x%02x", byte);
+      throw std::invalid_argument(std::string("contains a control character (byte ") + hex + " at offset " +
+                                  std::to_string(i) + " of the value)");
+    }
+  }
+}
+
 template <class T>
 T scalar_as(const YAML::Node& node) {
   if (!node.IsScalar()) throw YAML::BadConversion(node.Mark());
@@ -108,6 +122,7 @@ Field make_field(std::string section, std::string key, std::string expected, Mem
     } else {
       value = scalar_as<T>(node);
     }
+    if constexpr (std::is_same_v<T, std::string>) reject_control_characters(value);
     if (check) check(value);
     member(config) = value;
   };
