@@ -51,7 +51,7 @@ PY
     ;;
   cpu)
     CONFIG="$REPO_ROOT/configs/smoke.yaml"
-    BATCH=8 WARMUP=3 STEPS=20 SAMPLE_BATCH=4 SAMPLE_STEPS=50
+    BATCH=8 WARMUP=5 STEPS=60 SAMPLE_BATCH=4 SAMPLE_STEPS=50
     SETS=(--set train.batch_size=$BATCH --set diffusion.timesteps=1000)
     PEER_MODEL=(--device cpu --image-size 28 --in-channels 1 --base-channels 32 --channel-mult 1,2
                 --num-res-blocks 1 --attention-resolutions 14 --dropout 0.0)
