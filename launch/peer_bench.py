@@ -76,8 +76,10 @@ def import_diffusers(wheels):
             if name and subprocess.run([sys.executable, "-m", "pip", "show", "-q", name],
                                        capture_output=True).returncode != 0:
                 missing.append(line.strip())
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--find-links",
-                        wheels, "--target", site + ".partial", *missing], check=True)
+        os.makedirs(site + ".partial", exist_ok=True)
+        if missing:
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--find-links",
+                            wheels, "--target", site + ".partial", *missing], check=True)
         os.rename(site + ".partial", site)  # all or nothing: a failed install is retried next time
     sys.path.insert(0, site)
     import diffusers
