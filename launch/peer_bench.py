@@ -18,8 +18,8 @@ Where diffusers is not installed, wheels from `--wheels DIR` (launch/fetch_peer_
 cannot reach PyPI) are installed, without their dependencies and without an index, into DIR/site-cpXY.
 """
 import argparse
+import inspect
 import json
-import math
 import os
 import resource
 import subprocess
@@ -109,7 +109,6 @@ def build_unet(diffusers, args):
         downsample_padding=0,
         dropout=args.dropout,
     )
-    import inspect
     if "dropout" not in inspect.signature(diffusers.UNet2DModel.__init__).parameters:
         kwargs.pop("dropout")  # older diffusers: no dropout in the res blocks (the step costs a little less)
     return diffusers.UNet2DModel(**kwargs)

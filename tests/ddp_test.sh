@@ -82,6 +82,8 @@ done
 # One rank through the whole all-reduce path (buckets, the MPI communicator, the division by the world size)
 # ends exactly where no communication does; the log shows that the path did run.
 same "1 rank, gradients all-reduced = no communication (bitwise)" "$(ckpt one_reduced $STEPS)" "$(ckpt one $STEPS)"
+same "1 rank, gradients all-reduced = no communication (bitwise, EMA)" "$(ckpt one_reduced $STEPS)" "$(ckpt one $STEPS)" --prefix ema_
+same "1 rank, gradients all-reduced = no communication (bitwise, Adam)" "$(ckpt one_reduced $STEPS)" "$(ckpt one $STEPS)" --prefix adam/
 if out="$(python3 - "$WORK/one_reduced/train_log.jsonl" "$WORK/one/train_log.jsonl" <<'PY'
 import json, sys
 reduced, plain = ([json.loads(l)["comm_total_seconds"] for l in open(p)] for p in sys.argv[1:3])
