@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <utility>
 
 #include "data/data_error.h"
 #include "data/file_bytes.h"
@@ -47,43 +48,93 @@ size_t png_chunk_past_end(const std::vector<uint8_t>& b) {
   return std::string::npos;
 }
 
-// stb_image 2.27 (Debian 12's libstb) writes past a Huffman table's 256 entries when a DHT segment declares more
-// codes than that (fixed upstream in 2.28), so such a file is refused before stb sees it. The marker segments are
-// walked as stb reads them, up to EOI: a segment is skipped by its length field (stb accepts no segment of another
-// length), bytes that are not a marker are skipped (entropy-coded data, or garbage stb would stop at), and so are
-// stuffed bytes (FF 00) and restart markers. Every DHT segment stb can reach is checked this way, and some it
-// cannot. Returns the offset of the first oversized table's code counts, or npos.
-size_t oversized_jpeg_huffman_table(const std::vector<uint8_t>& b) {
-  constexpr size_t npos = std::string::npos;
+// stb_image 2.27 (Debian 12's libstb) trusts a JPEG's tables where 2.28 checks them, so such files are refused
+// before stb sees them:
+// - a DHT segment declaring more than 256 codes makes it write past the table's 256 entries;
+// - a scan naming a Huffman table that no DHT segment defined makes it decode with uninitialized memory (stb does
+//   not clear its decoder state), which then indexes past the table;
+// - a scan of a component whose quantization table no DQT segment defined gives pixels made of whatever the heap
+//   held: no crash, but the same file would not give the same image twice.
+// The marker segments are walked as stb reads them, up to EOI: a segment is skipped by its length field (stb
+// accepts no segment of another length), bytes that are not a marker are skipped (entropy-coded data, or garbage
+// stb would stop at), and so are stuffed bytes (FF 00) and restart markers. Every segment stb can reach is checked
+// this way, and some it cannot. Returns what is wrong and where ("the scan at offset ..."), or "" when nothing is.
+std::string jpeg_table_problem(const std::vector<uint8_t>& b) {
   const size_t n = b.size();
   const auto at = [&](size_t i) -> size_t { return i < n ? b[i] : 0; };  // stb reads zeros past the end
-  size_t p = 2;                                                          // after SOI
+  bool huffman_defined[2][4] = {};                                       // [DC = 0, AC = 1][table id]
+  bool quantization_defined[4] = {};
+  std::vector<std::pair<size_t, size_t>> components;  // (id, quantization table) from the first SOF
+  bool progressive = false;
+  size_t p = 2;  // after SOI
   while (p < n) {
     if (b[p] != 0xff) {
       ++p;
       continue;
     }
     while (p < n && b[p] == 0xff) ++p;  // fill bytes
-    if (p >= n) return npos;
+    if (p >= n) return "";
     const size_t marker = b[p++];
     if (marker == 0x00 || (marker >= 0xd0 && marker <= 0xd7)) continue;  // data, not a segment
-    if (marker == 0xd9) return npos;                                      // EOI: stb reads no further
+    if (marker == 0xd9) return "";                                        // EOI: stb reads no further
     const size_t length = at(p) << 8 | at(p + 1);
-    if (marker == 0xc4) {
+    if (marker == 0xc4) {  // DHT: tables of (class << 4 | id, 16 code counts, the symbols)
       int64_t left = static_cast<int64_t>(length) - 2;
       size_t table = p + 2;
       while (left > 0 && table < n) {
-        if ((at(table) >> 4) > 1 || (at(table) & 15) > 3) break;  // stb refuses this table itself
+        const size_t table_class = at(table) >> 4, id = at(table) & 15;
+        if (table_class > 1 || id > 3) break;  // stb refuses this table itself
         size_t codes = 0;
         for (size_t i = 1; i <= 16; ++i) codes += at(table + i);
-        if (codes > 256) return table + 1;
+        if (codes > 256) {
+          return "the Huffman table at offset " + std::to_string(table + 1) + " declares more than 256 codes";
+        }
+        huffman_defined[table_class][id] = true;
         table += 17 + codes;
         left -= static_cast<int64_t>(17 + codes);
+      }
+    } else if (marker == 0xdb) {  // DQT: tables of (precision << 4 | id, 64 entries of 1 or 2 bytes)
+      int64_t left = static_cast<int64_t>(length) - 2;
+      size_t table = p + 2;
+      while (left > 0 && table < n) {
+        const size_t precision = at(table) >> 4, id = at(table) & 15;
+        if (precision > 1 || id > 3) break;  // stb refuses this table itself
+        quantization_defined[id] = true;
+        const size_t size = precision ? 129 : 65;
+        table += size;
+        left -= static_cast<int64_t>(size);
+      }
+    } else if ((marker == 0xc0 || marker == 0xc1 || marker == 0xc2) && components.empty()) {
+      // SOF: precision, height, width, component count, then (id, sampling, quantization table) per component.
+      progressive = marker == 0xc2;
+      for (size_t i = 0, count = at(p + 7); i < count; ++i) components.emplace_back(at(p + 8 + 3 * i), at(p + 10 + 3 * i));
+    } else if (marker == 0xda) {
+      // SOS: component count, (id, DC table << 4 | AC table) per component, then Ss, Se, Ah << 4 | Al. A
+      // progressive scan decodes with the DC tables only in a first DC scan, with the AC tables only in AC scans.
+      const size_t count = at(p + 2);
+      const size_t first_coefficient = at(p + 3 + 2 * count), high_bit = at(p + 5 + 2 * count) >> 4;
+      const bool uses_dc = !progressive || (first_coefficient == 0 && high_bit == 0);
+      const bool uses_ac = !progressive || first_coefficient != 0;
+      const std::string scan = "the scan at offset " + std::to_string(p - 2);
+      for (size_t i = 0; i < count; ++i) {
+        const size_t id = at(p + 3 + 2 * i), dc = at(p + 4 + 2 * i) >> 4, ac = at(p + 4 + 2 * i) & 15;
+        if (uses_dc && dc <= 3 && !huffman_defined[0][dc]) {
+          return scan + " uses Huffman table DC " + std::to_string(dc) + ", which no DHT segment before it defines";
+        }
+        if (uses_ac && ac <= 3 && !huffman_defined[1][ac]) {
+          return scan + " uses Huffman table AC " + std::to_string(ac) + ", which no DHT segment before it defines";
+        }
+        for (const auto& [component, quantization] : components) {
+          if (component == id && quantization <= 3 && !quantization_defined[quantization]) {
+            return scan + " decodes component " + std::to_string(id) + " with quantization table " +
+                   std::to_string(quantization) + ", which no DQT segment before it defines";
+          }
+        }
       }
     }
     p += length;  // SOS: its header; the scan's entropy-coded data follows
   }
-  return npos;
+  return "";
 }
 
 }  // namespace
@@ -136,11 +187,8 @@ HwcImage decode_image(const std::vector<uint8_t>& bytes, const std::string& name
                       " runs past the end of the data");
     }
   } else {
-    const size_t bad = oversized_jpeg_huffman_table(bytes);
-    if (bad != std::string::npos) {
-      throw DataError(what + "corrupt JPEG: the Huffman table at offset " + std::to_string(bad) +
-                      " declares more than 256 codes");
-    }
+    const std::string problem = jpeg_table_problem(bytes);
+    if (!problem.empty()) throw DataError(what + "corrupt JPEG: " + problem);
   }
   int width = 0, height = 0, channels = 0;
   if (!stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels)) {

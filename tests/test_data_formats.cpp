@@ -10,6 +10,7 @@
 
 #include "data/data_error.h"
 #include "data/dataset_spec.h"
+#include "data/image_folder.h"
 #include "data/pixels.h"
 
 namespace {
@@ -392,6 +393,49 @@ TEST(ImageFolder, DecodesJpeg) {
   EXPECT_NEAR(data.images[0][0][8][8].item<int>(), 200, 3);
   EXPECT_NEAR(data.images[0][1][8][8].item<int>(), 100, 3);
   EXPECT_NEAR(data.images[0][2][8][8].item<int>(), 50, 3);
+}
+
+// stb_image 2.27 trusts a JPEG's tables (data/image_folder.cpp): a file whose tables would make it write past a
+// Huffman table, or decode with memory it never initialized, is refused before stb sees it, naming the offset.
+TEST(ImageFolder, JpegWithUndefinedOrOversizedTablesIsRefused) {
+  const Bytes pixels = solid(16, 16, {200, 100, 50});
+  Bytes jpeg;
+  const auto append = [](void* context, void* data, int size) {
+    auto* out = static_cast<Bytes*>(context);
+    out->insert(out->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
+  };
+  ASSERT_NE(stbi_write_jpg_to_func(append, &jpeg, 16, 16, 3, pixels.data(), 90), 0);
+  const auto find_marker = [&jpeg](uint8_t marker) {
+    for (size_t i = 0; i + 1 < jpeg.size(); ++i) {
+      if (jpeg[i] == 0xff && jpeg[i + 1] == marker) return i;
+    }
+    ADD_FAILURE() << "no marker " << int{marker};
+    return size_t{0};
+  };
+  const size_t sof = find_marker(0xc0), dht = find_marker(0xc4), sos = find_marker(0xda);
+  // stb_image_write's layout: SOS FF DA, length, 3 components of (id, DC << 4 | AC), ...; SOF FF C0, length,
+  // precision, height, width, 3 components of (id, sampling, quantization table); DHT FF C4, length, class/id, counts.
+  ASSERT_EQ(jpeg[sos + 4], 3);
+  ASSERT_EQ(jpeg[sos + 5], 1);
+  ASSERT_EQ(jpeg[sof + 9], 3);
+  ASSERT_EQ(jpeg[sof + 10], 1);
+  EXPECT_EQ(ddpm::decode_image(jpeg, "good.jpg").width, 16);
+  const auto refusal = [](const Bytes& bytes) { return error_of([&] { ddpm::decode_image(bytes, "bad.jpg"); }); };
+  const std::string prefix = "cannot decode image bad.jpg (" + std::to_string(jpeg.size()) + " bytes): corrupt JPEG: ";
+  const std::string scan = prefix + "the scan at offset " + std::to_string(sos);
+
+  Bytes bad = jpeg;
+  bad[sos + 6] = 0x30;  // component 1: DC table 3, AC table 0
+  EXPECT_MESSAGE_HAS(refusal(bad), scan + " uses Huffman table DC 3, which no DHT segment before it defines");
+  bad[sos + 6] = 0x02;  // DC table 0, AC table 2
+  EXPECT_MESSAGE_HAS(refusal(bad), scan + " uses Huffman table AC 2, which no DHT segment before it defines");
+  bad = jpeg;
+  bad[sof + 12] = 2;  // component 1 dequantized with table 2
+  EXPECT_MESSAGE_HAS(refusal(bad), scan + " decodes component 1 with quantization table 2, which no DQT segment before it defines");
+  bad = jpeg;
+  bad[dht + 19] = 200;  // the first table's 15- and 16-bit code counts: with the others, over 256
+  bad[dht + 20] = 200;
+  EXPECT_MESSAGE_HAS(refusal(bad), prefix + "the Huffman table at offset " + std::to_string(dht + 5) + " declares more than 256 codes");
 }
 
 TEST(ImageFolder, BadFilesAndFoldersAreNamed) {
