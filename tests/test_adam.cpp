@@ -120,6 +120,46 @@ TEST_P(AdamKernels, StateRoundTripContinuesBitIdentically) {
   for (size_t i = 0; i < p.params.size(); ++i) EXPECT_TRUE(torch::equal(p.params[i], straight[i])) << i;
 }
 
+// The learning rate as a float32 device tensor, refilled before each step (what a replayed CUDA graph reads):
+// the same result, bit for bit, as passing its value as a double, and a changed value is taken up.
+TEST_P(AdamKernels, TensorLearningRateStepsLikeItsValue) {
+  const std::vector<float> schedule = {1e-2f, 3e-3f, 2e-2f, 5e-4f};
+  const auto train = [&](bool as_tensor) {
+    const Problem p = make_problem();
+    ddpm::AdamOptions options;
+    options.fused = GetParam();
+    ddpm::Adam adam(p.params, p.names, options);
+    const torch::Tensor lr = torch::zeros({}, torch::kFloat32);
+    for (size_t s = 0; s < schedule.size(); ++s) {
+      set_grads(p, static_cast<int>(s) + 1);
+      if (as_tensor) {
+        lr.fill_(schedule[s]);
+        adam.step(lr, torch::zeros({}));
+      } else {
+        adam.step(static_cast<double>(schedule[s]), torch::zeros({}));
+      }
+    }
+    std::vector<torch::Tensor> out;
+    for (const torch::Tensor& t : p.params) out.push_back(t.detach().clone());
+    return out;
+  };
+  const std::vector<torch::Tensor> by_value = train(false), by_tensor = train(true);
+  for (size_t i = 0; i < by_value.size(); ++i) EXPECT_TRUE(torch::equal(by_value[i], by_tensor[i])) << i;
+  // On the CPU a float64 tensor carries any double exactly.
+  const Problem p = make_problem();
+  ddpm::AdamOptions options;
+  options.fused = GetParam();
+  ddpm::Adam adam(p.params, p.names, options);
+  set_grads(p, 1);
+  adam.step(torch::tensor(0.0123, torch::kFloat64), torch::zeros({}));
+  const std::vector<torch::Tensor> by_double = run(GetParam(), 1, 0.0123);
+  for (size_t i = 0; i < by_double.size(); ++i) EXPECT_TRUE(torch::equal(by_double[i], p.params[i])) << i;
+  EXPECT_THROW(adam.step(torch::tensor(0.5, torch::kFloat16), torch::zeros({})), std::invalid_argument);
+  // A constant 1e-2 ends elsewhere: the refilled values were read.
+  const std::vector<torch::Tensor> constant = run(GetParam(), 4, static_cast<double>(1e-2f));
+  EXPECT_GT((constant[0] - by_tensor[0]).abs().max().item<double>(), 1e-4);
+}
+
 INSTANTIATE_TEST_SUITE_P(FusedAndPerTensor, AdamKernels, ::testing::Values(true, false),
                          [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Fused" : "PerTensor"; });
 

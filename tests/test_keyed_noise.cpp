@@ -2,6 +2,8 @@
 // draw for an image whatever batch it is in, and the right distributions.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "data/splitmix64.h"
 #include "trainer/keyed_noise.h"
 
@@ -37,6 +39,23 @@ TEST(KeyedNoise, AnImageDrawsTheSameWhateverItsBatch) {
   const ddpm::KeyedDraws other = ddpm::keyed_timesteps_and_noise(1235, 7, batch_a, {1, 4, 4}, 1000, torch::kFloat32);
   EXPECT_FALSE(torch::equal(a.noise, next.noise));
   EXPECT_FALSE(torch::equal(a.noise, other.noise));
+}
+
+// The step may come as a device tensor (a captured CUDA graph reads it there): the key must still be
+// hash_combine(seed, step) of data/splitmix64.h bit for bit, so the draws equal the host-step ones.
+TEST(KeyedNoise, AStepTensorDrawsWhatTheHostStepDraws) {
+  const torch::Tensor indices = torch::tensor({0, 5, 17, 59999}, torch::kLong);
+  const std::vector<int64_t> steps = {0, 1, 7, 123456789, (int64_t{1} << 62) + 5, std::numeric_limits<int64_t>::max()};
+  for (const int64_t step : steps) {
+    const ddpm::KeyedDraws host = ddpm::keyed_timesteps_and_noise(1234, step, indices, {3, 4, 4}, 1000, torch::kFloat32);
+    const ddpm::KeyedDraws device =
+        ddpm::keyed_timesteps_and_noise(1234, torch::tensor(step, torch::kLong), indices, {3, 4, 4}, 1000, torch::kFloat32);
+    EXPECT_TRUE(torch::equal(host.t, device.t)) << "step " << step;
+    EXPECT_TRUE(torch::equal(host.noise, device.noise)) << "step " << step;
+    const torch::Tensor reference =
+        ddpm::keyed_normal(ddpm::hash_combine(1234, static_cast<uint64_t>(step)), indices, {3, 4, 4}, torch::kFloat32);
+    EXPECT_TRUE(torch::equal(device.noise, reference)) << "step " << step;
+  }
 }
 
 TEST(KeyedNoise, NoiseIsStandardNormalAndTimestepsUniform) {

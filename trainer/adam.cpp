@@ -23,24 +23,39 @@ void Adam::zero_grad() {
   if (!grads.empty()) at::_foreach_zero_(grads);
 }
 
-void Adam::step(double lr, const torch::Tensor& skip) {
+void Adam::step(double lr, const torch::Tensor& skip) { take_step(lr, skip); }
+
+void Adam::step(const torch::Tensor& lr, const torch::Tensor& skip) {
+  const bool float32 = lr.scalar_type() == torch::kFloat32;
+  const bool cpu_float64 = lr.scalar_type() == torch::kFloat64 && lr.is_cpu();
+  if (lr.dim() != 0 || !(float32 || cpu_float64)) {
+    throw std::invalid_argument("Adam: a tensor learning rate must be a 0-dim float32 tensor (or float64 on the CPU)");
+  }
+  take_step(lr, skip);
+}
+
+void Adam::take_step(const LearningRate& lr, const torch::Tensor& skip) {
   torch::NoGradGuard no_grad;
   // t ← t + 1 only for a step taken.
   at::_foreach_add_(steps_, 1.0 - skip);
   if (!options_.fused) return step_per_tensor(lr, skip);
   std::vector<torch::Tensor> grads;
   for (const torch::Tensor& p : parameters_) grads.push_back(p.grad());
-  at::_fused_adam_(parameters_, grads, exp_avg_, exp_avg_sq_, /*max_exp_avg_sqs=*/{}, steps_, lr, options_.beta1,
-                   options_.beta2, /*weight_decay=*/0.0, options_.eps, /*amsgrad=*/false, /*maximize=*/false,
-                   /*grad_scale=*/std::nullopt, /*found_inf=*/skip);
+  const auto fused = [&](const auto& rate) {
+    at::_fused_adam_(parameters_, grads, exp_avg_, exp_avg_sq_, /*max_exp_avg_sqs=*/{}, steps_, rate, options_.beta1,
+                     options_.beta2, /*weight_decay=*/0.0, options_.eps, /*amsgrad=*/false, /*maximize=*/false,
+                     /*grad_scale=*/std::nullopt, /*found_inf=*/skip);
+  };
+  std::visit(fused, lr);
 }
 
-void Adam::step_per_tensor(double lr, const torch::Tensor& skip) {
+void Adam::step_per_tensor(const LearningRate& lr, const torch::Tensor& skip) {
   const torch::Tensor take = skip == 0;
   const torch::Tensor t = steps_.front().to(torch::kFloat64);
   const torch::Tensor bias_correction1 = 1.0 - torch::pow(options_.beta1, t);
   const torch::Tensor bias_correction2_sqrt = torch::sqrt(1.0 - torch::pow(options_.beta2, t));
-  const torch::Tensor step_size = (lr / bias_correction1).to(torch::kFloat32);
+  const torch::Tensor step_size =
+      std::visit([&](const auto& rate) { return torch::Tensor(rate / bias_correction1); }, lr).to(torch::kFloat32);
   const torch::Tensor root2 = bias_correction2_sqrt.to(torch::kFloat32);
   for (size_t i = 0; i < parameters_.size(); ++i) {
     const torch::Tensor& g = parameters_[i].grad();

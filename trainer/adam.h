@@ -8,6 +8,7 @@
 
 #include <map>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace ddpm {
@@ -28,6 +29,10 @@ class Adam {
   // θ ← θ − lr · m̂ / (√v̂ + ε) with bias-corrected moments, unless `skip` (a 0-dim float32 tensor on the
   // parameters' device, 0 or 1) is 1.
   void step(double lr, const torch::Tensor& skip);
+  // The same with lr a 0-dim float32 tensor on the parameters' device, read by the kernels there: a captured
+  // CUDA graph of the step then follows the schedule on every replay (a double would be frozen into it). On the
+  // CPU it may be float64, and then steps bit for bit as the double does.
+  void step(const torch::Tensor& lr, const torch::Tensor& skip);
 
   // "adam/step", "adam/exp_avg/<name>", "adam/exp_avg_sq/<name>" (on the device; callers copy as needed).
   std::map<std::string, torch::Tensor> state() const;
@@ -35,7 +40,10 @@ class Adam {
   void load_state(const std::map<std::string, torch::Tensor>& tensors);
 
  private:
-  void step_per_tensor(double lr, const torch::Tensor& skip);
+  // lr: a double or a 0-dim tensor (then float32 on the device).
+  using LearningRate = std::variant<double, torch::Tensor>;
+  void take_step(const LearningRate& lr, const torch::Tensor& skip);
+  void step_per_tensor(const LearningRate& lr, const torch::Tensor& skip);
 
   std::vector<torch::Tensor> parameters_;
   std::vector<std::string> names_;

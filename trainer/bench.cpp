@@ -107,7 +107,8 @@ nlohmann::json training_figures(Trainer& trainer, const Config& config, const Mp
                      {"backward", phases[1] / steps},
                      {"communication", phases[2] / steps},
                      {"optimizer", phases[3] / steps},
-                     {"other", 1000.0 * seconds / steps - (phases[0] + phases[1] + phases[2] + phases[3]) / steps}};
+                     {"captured_step", phases[4] / steps},
+                     {"other", 1000.0 * seconds / steps - (phases[0] + phases[1] + phases[2] + phases[3] + phases[4]) / steps}};
   out["peak_memory_bytes"] = peak_memory(device);
   out["forward_flops_per_image"] = forward_flops;
   out["train_flops_per_image"] = 3.0 * forward_flops;

@@ -227,6 +227,7 @@ const std::vector<Field>& schema() {
       make_field<S>("train", "precision", "a string", [](Config& c) -> S& { return c.train.precision; }, one_of({"fp32", "bf16"})),
       make_field<bool>("train", "channels_last", "true or false", [](Config& c) -> bool& { return c.train.channels_last; }, {}),
       make_field<bool>("train", "fused_adam", "true or false", [](Config& c) -> bool& { return c.train.fused_adam; }, {}),
+      make_field<bool>("train", "cuda_graph", "true or false", [](Config& c) -> bool& { return c.train.cuda_graph; }, {}),
       make_field<S>("distributed", "backend", "a string", [](Config& c) -> S& { return c.distributed.backend; },
                     one_of({"auto", "mpi", "nccl"})),
       make_field<D>("distributed", "bucket_mb", "a number", [](Config& c) -> D& { return c.distributed.bucket_mb; },

@@ -70,6 +70,7 @@ struct TrainConfig {
   std::string precision = "fp32";      // fp32 | bf16 (autocast; float32 master weights and optimizer state)
   bool channels_last = false;          // NHWC activations and weights (faster convolutions on tensor cores)
   bool fused_adam = true;              // one fused multi-tensor Adam kernel instead of a loop over parameters
+  bool cuda_graph = false;             // capture the whole step in a CUDA graph, replay it (one GPU, one rank)
 };
 
 // Keys a config file leaves out take these values, which are those of configs/fashion_mnist.yaml (a test

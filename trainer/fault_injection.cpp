@@ -1,8 +1,8 @@
 #include "trainer/fault_injection.h"
-#include "trainer/console.h"
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -11,6 +11,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+
+#include "trainer/console.h"
 
 namespace ddpm {
 namespace {
@@ -63,6 +65,12 @@ FaultInjector FaultInjector::from_environment(int rank) {
   if (spec == nullptr || *spec == '\0') return {};
   print_line("ddpm: warning: rank " + std::to_string(rank) + ": fault injection DDPM_FAULT=" + spec);
   return FaultInjector(spec, rank);
+}
+
+bool FaultInjector::injects_into_step() const {
+  return std::any_of(faults_.begin(), faults_.end(), [](const Fault& f) {
+    return f.kind == FaultKind::kNanInput || f.kind == FaultKind::kNanLoss || f.kind == FaultKind::kNanGrad;
+  });
 }
 
 bool FaultInjector::active(FaultKind kind, int64_t step) const {

@@ -41,6 +41,8 @@ class FaultInjector {
   static FaultInjector from_environment(int rank);
 
   bool active(FaultKind kind, int64_t step) const;
+  // Whether any fault alters the training step itself (the NaN kinds), decided on the host step by step.
+  bool injects_into_step() const;
   // For write_checkpoint's observer: kills this process at the phase a kill_*checkpoint* fault names.
   void at_checkpoint_phase(CheckpointWritePhase phase, int64_t step) const;
   // Sleeps forever when a hang fault is active for `step`.

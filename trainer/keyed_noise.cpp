@@ -30,15 +30,24 @@ torch::Tensor splitmix64_mix(const torch::Tensor& z0) {
 
 namespace {
 
-// One key per image: a bijective mix of (key, index), so distinct indices never share a stream.
-torch::Tensor image_keys(uint64_t key, const torch::Tensor& indices) {
-  return splitmix64_mix(indices.to(torch::kLong) * kGolden + as_signed(key));
+// One key per image: a bijective mix of (key, index), so distinct indices never share a stream. `key`: a 0-d
+// int64 tensor.
+torch::Tensor image_keys(const torch::Tensor& key, const torch::Tensor& indices) {
+  return splitmix64_mix(indices.to(torch::kLong) * kGolden + key);
 }
 
-}  // namespace
+torch::Tensor key_tensor(uint64_t key, const torch::Tensor& like) {
+  return torch::full({}, as_signed(key), like.options().dtype(torch::kLong));
+}
 
-torch::Tensor keyed_normal(uint64_t key, const torch::Tensor& indices, c10::IntArrayRef item_shape, torch::ScalarType dtype) {
-  torch::NoGradGuard no_grad;
+// hash_combine(seed, step) of data/splitmix64.h, bit for bit, with the step read on the device.
+torch::Tensor step_key(uint64_t seed, const torch::Tensor& step) {
+  constexpr int64_t kStepSalt = as_signed(0x632be59bd9b4e019ULL);
+  return splitmix64_mix(splitmix64_mix(torch::bitwise_xor(step.to(torch::kLong), kStepSalt)) + kGolden + as_signed(seed));
+}
+
+torch::Tensor normal_from_keys(const torch::Tensor& key, const torch::Tensor& indices, c10::IntArrayRef item_shape,
+                               torch::ScalarType dtype) {
   const torch::Tensor keys = image_keys(key, indices);  // [B]
   int64_t elements = 1;
   for (const int64_t d : item_shape) elements *= d;
@@ -53,15 +62,29 @@ torch::Tensor keyed_normal(uint64_t key, const torch::Tensor& indices, c10::IntA
   return normal.to(dtype).reshape(shape);
 }
 
+}  // namespace
+
+torch::Tensor keyed_normal(uint64_t key, const torch::Tensor& indices, c10::IntArrayRef item_shape, torch::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  return normal_from_keys(key_tensor(key, indices), indices, item_shape, dtype);
+}
+
 KeyedDraws keyed_timesteps_and_noise(uint64_t seed, int64_t step, const torch::Tensor& indices, c10::IntArrayRef item_shape,
                                      int64_t num_timesteps, torch::ScalarType dtype) {
   torch::NoGradGuard no_grad;
-  const uint64_t key = hash_combine(seed, static_cast<uint64_t>(step));
+  return keyed_timesteps_and_noise(seed, key_tensor(static_cast<uint64_t>(step), indices), indices, item_shape,
+                                   num_timesteps, dtype);
+}
+
+KeyedDraws keyed_timesteps_and_noise(uint64_t seed, const torch::Tensor& step, const torch::Tensor& indices,
+                                     c10::IntArrayRef item_shape, int64_t num_timesteps, torch::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor key = step_key(seed, step);
   KeyedDraws draws;
   // 53 random bits scaled to [0, T): the bias of the floor is below T / 2^53.
   const torch::Tensor bits = splitmix64_mix(torch::bitwise_xor(image_keys(key, indices), kTimestepStream));
   draws.t = torch::floor(unit_interval(bits) * static_cast<double>(num_timesteps)).to(torch::kLong);
-  draws.noise = keyed_normal(key, indices, item_shape, dtype);
+  draws.noise = normal_from_keys(key, indices, item_shape, dtype);
   return draws;
 }
 

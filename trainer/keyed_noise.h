@@ -25,5 +25,9 @@ torch::Tensor keyed_normal(uint64_t key, const torch::Tensor& indices, c10::IntA
 // Training's draws for step `step`: `indices` are the data set indices of the batch (int64, on the target device).
 KeyedDraws keyed_timesteps_and_noise(uint64_t seed, int64_t step, const torch::Tensor& indices, c10::IntArrayRef item_shape,
                                      int64_t num_timesteps, torch::ScalarType dtype);
+// The same draws with the step read from a 0-d integer tensor on the device, so that a captured CUDA graph of
+// the training step draws anew on every replay (the host step would be frozen into the graph).
+KeyedDraws keyed_timesteps_and_noise(uint64_t seed, const torch::Tensor& step, const torch::Tensor& indices,
+                                     c10::IntArrayRef item_shape, int64_t num_timesteps, torch::ScalarType dtype);
 
 }  // namespace ddpm

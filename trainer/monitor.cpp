@@ -28,6 +28,7 @@ TrainingMonitor::TrainingMonitor(const Config& config, const MpiContext& mpi, co
   mse_sum_ = torch::zeros({T}, options);
   count_ = torch::zeros({T}, options);
   prior_sum_ = torch::zeros({}, options);
+  prior_batches_ = torch::zeros({}, options);
   if (!config.monitoring.enabled) return;
 
   std::string error;
@@ -63,7 +64,7 @@ void TrainingMonitor::observe_batch(const torch::Tensor& eps, const torch::Tenso
   mse_sum_.index_add_(0, t, mse);
   count_.index_add_(0, t, torch::ones_like(terms));
   prior_sum_ += diffusion_.prior_bpd(x0).to(torch::kFloat64).mean();
-  ++prior_batches_;
+  prior_batches_ += 1;
 }
 
 void TrainingMonitor::observe_phases(double data_wait, double forward_backward, double exposed_comm, double optimizer) {
@@ -102,7 +103,8 @@ BoundSnapshot TrainingMonitor::interval_bound() const {
     b.ranges[r] = n > 0 ? sum / n * static_cast<double>(hi - lo) : (r < current_.train_bound.ranges.size() ? current_.train_bound.ranges[r] : 0.0);
     b.vb_sum += b.ranges[r];
   }
-  if (prior_batches_ > 0) b.prior = prior_sum_.item<double>() / static_cast<double>(prior_batches_);
+  const double prior_batches = prior_batches_.item<double>();
+  if (prior_batches > 0) b.prior = prior_sum_.item<double>() / prior_batches;
   b.total = b.prior + b.vb_sum + b.decoder;
   return b;
 }
@@ -137,7 +139,7 @@ void TrainingMonitor::report(int64_t step, int64_t images, double loss, double g
   mse_sum_.zero_();
   count_.zero_();
   prior_sum_.zero_();
-  prior_batches_ = 0;
+  prior_batches_.zero_();
 }
 
 bool TrainingMonitor::wants_eval(int64_t step) const {

@@ -52,9 +52,9 @@ class TrainingMonitor {
   std::unique_ptr<MetricsServer> server_;
   torch::Tensor heldout_;  // the fixed evaluation batch, in [-1, 1]
   MetricsSnapshot current_;
-  // Interval sums on the device, indexed by timestep index: Σ L_t, Σ ε-MSE, counts; and Σ L_T, batches.
-  torch::Tensor vb_sum_, mse_sum_, count_, prior_sum_;
-  int64_t prior_batches_ = 0;
+  // Interval sums on the device, indexed by timestep index: Σ L_t, Σ ε-MSE, counts; and Σ L_T, batches. All
+  // updated in place on the device, so that a captured CUDA graph of the training step keeps adding to them.
+  torch::Tensor vb_sum_, mse_sum_, count_, prior_sum_, prior_batches_;
 };
 
 }  // namespace ddpm

@@ -12,8 +12,9 @@
 
 namespace ddpm {
 
-enum class Phase { kForward = 0, kBackward, kCommunication, kOptimizer };
-inline constexpr size_t kPhases = 4;
+// kCapturedStep: a whole step replayed from a CUDA graph (train.cuda_graph), which has no boundaries inside.
+enum class Phase { kForward = 0, kBackward, kCommunication, kOptimizer, kCapturedStep };
+inline constexpr size_t kPhases = 5;
 
 class PhaseTimer {
  public:

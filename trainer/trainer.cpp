@@ -88,6 +88,7 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
       step_flags_(device),
       ema_(torch::nn::Module(), {}) {
   check_config_matches_rank0();
+  if (config_.train.cuda_graph) check_graph_capturable();
   seed_rank_generators(config_.run.seed, mpi_.rank());
   // The model is built from the same seed on every rank, then rank 0's weights are broadcast anyway.
   torch::manual_seed(config_.run.seed);
@@ -129,6 +130,7 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
         parameters_, *comm_, static_cast<int64_t>(config_.distributed.bucket_mb * kMiB),
         static_cast<int64_t>(config_.distributed.first_bucket_mb * kMiB));
   }
+  if (config_.train.cuda_graph) step_graph_ = std::make_unique<StepGraph>(device_);
 }
 
 namespace {
@@ -288,36 +290,93 @@ torch::Tensor Trainer::clip_gradients() {
   return total;
 }
 
-std::pair<torch::Tensor, torch::Tensor> Trainer::timesteps_and_noise(const Batch& batch) const {
-  const KeyedDraws draws =
-      keyed_timesteps_and_noise(config_.run.seed, step_, batch.indices.to(device_, torch::kLong, /*non_blocking=*/true),
-                                batch.images.sizes().slice(1), diffusion_.num_timesteps(), batch.images.scalar_type());
-  return {draws.t, draws.noise};
+Trainer::StepInputs Trainer::eager_inputs(const Batch& batch) const {
+  StepInputs in;
+  in.images = batch.images;
+  in.indices = batch.indices.to(device_, torch::kLong, /*non_blocking=*/true);
+  in.step = torch::full({}, step_, torch::TensorOptions().dtype(torch::kLong).device(device_));
+  in.stop = torch::full({}, StopSignal::requested() ? 1.0f : 0.0f, torch::TensorOptions().device(device_));
+  return in;
+}
+
+void Trainer::fill_graph_inputs(const Batch& batch) {
+  StepInputs& in = graph_inputs_;
+  const auto on_device = torch::TensorOptions().device(device_);
+  if (!in.images.defined()) {
+    in.images = torch::empty_like(batch.images, on_device.dtype(batch.images.scalar_type()));
+    in.indices = torch::empty({batch.indices.size(0)}, on_device.dtype(torch::kLong));
+    in.step = torch::zeros({}, on_device.dtype(torch::kLong));
+    in.stop = torch::zeros({}, on_device.dtype(torch::kFloat32));
+    // The CUDA kernels read a float32 learning rate; on a CPU the exact double (bit-identical to the ordinary step).
+    in.lr = torch::zeros({}, on_device.dtype(device_.is_cuda() ? torch::kFloat32 : torch::kFloat64));
+  }
+  if (batch.images.sizes() != in.images.sizes()) {
+    throw std::runtime_error("train.cuda_graph: the batch changed shape from " + c10::str(in.images.sizes()) + " to " +
+                             c10::str(batch.images.sizes()) + " at step " + std::to_string(step_ + 1) +
+                             "; a captured step needs the same shapes every step");
+  }
+  // Asynchronous fills and copies on the current stream, which the replay waits for.
+  in.images.copy_(batch.images, /*non_blocking=*/true);
+  in.indices.copy_(batch.indices, /*non_blocking=*/true);
+  in.step.fill_(step_);
+  in.stop.fill_(StopSignal::requested() ? 1.0 : 0.0);
+  in.lr.fill_(learning_rate(step_));
 }
 
 Trainer::StepResult Trainer::train_step(const Batch& batch) {
   using Clock = std::chrono::steady_clock;
   const Clock::time_point start = Clock::now();
-  const auto mark = [this](Phase phase) {
-    if (timer_ != nullptr) timer_->mark(phase);
-  };
   if (timer_ != nullptr) timer_->start_step();
-  const auto [t_all, noise_all] = timesteps_and_noise(batch);
+  StepOutputs out;
+  StepClock clock;
+  if (step_graph_ || options_.static_step_inputs) {
+    fill_graph_inputs(batch);
+    const auto enqueue = [this] { graph_outputs_ = enqueue_step(graph_inputs_, nullptr); };
+    if (step_graph_) {
+      step_graph_->run(enqueue);
+    } else {
+      enqueue();
+    }
+    out = graph_outputs_;
+    if (timer_ != nullptr) timer_->mark(Phase::kCapturedStep);
+    clock.backward_done = clock.synced = Clock::now();  // the host only queued: no split to report
+  } else {
+    out = enqueue_step(eager_inputs(batch), &clock);
+  }
+  ++step_;
+  step_flags_.push(step_, out.flags);
+  StepResult result{out.loss, out.grad_norm, account_flags(/*drain=*/false)};
+  const Clock::time_point end = Clock::now();
+  const auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+  monitor_->observe_phases(last_data_wait_, seconds(start, clock.backward_done), seconds(clock.backward_done, clock.synced),
+                           seconds(clock.synced, end));
+  return result;
+}
+
+Trainer::StepOutputs Trainer::enqueue_step(const StepInputs& inputs, StepClock* clock) {
+  const auto mark = [this, clock](Phase phase) {
+    if (timer_ != nullptr && clock != nullptr) timer_->mark(phase);
+  };
+  // t and ε of each example from (seed, step, data set index) alone: the same image gets the same draw whatever
+  // the number of ranks, so N ranks with batch B train exactly like one rank with batch N·B.
+  const KeyedDraws draws = keyed_timesteps_and_noise(config_.run.seed, inputs.step, inputs.indices,
+                                                     inputs.images.sizes().slice(1), diffusion_.num_timesteps(),
+                                                     inputs.images.scalar_type());
   const int64_t micro = config_.train.micro_batches;
-  const int64_t chunk = batch.images.size(0) / micro;
-  const int64_t this_step = step_ + 1;
-  torch::Tensor images = batch.images;
+  const int64_t chunk = inputs.images.size(0) / micro;
+  const int64_t this_step = step_ + 1;  // for fault injection and messages only: a captured graph has no faults
+  torch::Tensor images = inputs.images;
   if (faults_.active(FaultKind::kNanInput, this_step)) {
     images = images.clone();
     images.view({-1})[0].fill_(std::numeric_limits<float>::quiet_NaN());
   }
   const bool bf16 = config_.train.precision == "bf16";
   optimizer_->zero_grad();
-  torch::Tensor loss_sum = torch::zeros({}, batch.images.options());
+  torch::Tensor loss_sum = torch::zeros({}, inputs.images.options());
   for (int64_t m = 0; m < micro; ++m) {
     const torch::Tensor x0 = images.narrow(0, m * chunk, chunk);
-    const torch::Tensor t = t_all.narrow(0, m * chunk, chunk);
-    const torch::Tensor noise = noise_all.narrow(0, m * chunk, chunk);
+    const torch::Tensor t = draws.t.narrow(0, m * chunk, chunk);
+    const torch::Tensor noise = draws.noise.narrow(0, m * chunk, chunk);
     torch::Tensor x_t = diffusion_.q_sample(x0, t, noise);  // eq. 4, Algorithm 1
     if (config_.train.channels_last) x_t = x_t.contiguous(torch::MemoryFormat::ChannelsLast);
     torch::Tensor eps;
@@ -339,44 +398,59 @@ Trainer::StepResult Trainer::train_step(const Batch& batch) {
     loss.backward();
     mark(Phase::kBackward);
   }
-  const Clock::time_point backward_done = Clock::now();
+  if (clock != nullptr) clock->backward_done = std::chrono::steady_clock::now();
   if (synchronizer_) {
     const Watchdog::Scope armed(*watchdog_, "the gradient all-reduce of step " + std::to_string(this_step));
     last_sync_ = synchronizer_->finish();
     monitor_->observe_sync(last_sync_);
   }
-  const Clock::time_point synced = Clock::now();
+  if (clock != nullptr) clock->synced = std::chrono::steady_clock::now();
   mark(Phase::kCommunication);
   if (faults_.active(FaultKind::kNanGrad, this_step)) {
     torch::NoGradGuard no_grad;
     parameters_.front().grad().view({-1})[0].fill_(std::numeric_limits<float>::quiet_NaN());
   }
   const torch::Tensor grad_norm = clip_gradients();
-  const torch::Tensor flags = agree(loss_sum, grad_norm);
+  const torch::Tensor flags = agree(loss_sum, grad_norm, inputs.stop);
   // A non-finite loss or gradient on any rank: every rank skips the update, on the device (no host sync);
   // weights, EMA and optimizer state stay bitwise as they were.
   const torch::Tensor skip = (flags[0] > 0).to(torch::kFloat32);
-  optimizer_->step(learning_rate(step_), skip);
+  if (inputs.lr.defined()) {
+    optimizer_->step(inputs.lr, skip);
+  } else {
+    optimizer_->step(learning_rate(step_), skip);
+  }
   ema_.update(*model_, skip);
-  ++step_;
-  step_flags_.push(step_, flags);
   mark(Phase::kOptimizer);
-  StepResult result{loss_sum, grad_norm, account_flags(/*drain=*/false)};
-  const Clock::time_point end = Clock::now();
-  const auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
-  monitor_->observe_phases(last_data_wait_, seconds(start, backward_done), seconds(backward_done, synced), seconds(synced, end));
-  return result;
+  return {loss_sum, grad_norm, flags};
 }
 
-torch::Tensor Trainer::agree(const torch::Tensor& loss, const torch::Tensor& grad_norm) {
+torch::Tensor Trainer::agree(const torch::Tensor& loss, const torch::Tensor& grad_norm, const torch::Tensor& stop) {
   const torch::Tensor bad = torch::logical_not(torch::isfinite(loss) & torch::isfinite(grad_norm)).to(torch::kFloat32);
-  torch::Tensor flags = torch::stack({bad, torch::full({}, StopSignal::requested() ? 1.0f : 0.0f, bad.options())});
+  torch::Tensor flags = torch::stack({bad, stop.to(torch::kFloat32)});
   if (mpi_.world_size() > 1) {
     // MPI reduces at once (CPU); NCCL only enqueues, and the host reads the result a step later.
     const Watchdog::Scope armed(*watchdog_, "the step agreement of step " + std::to_string(step_ + 1));
     comm_->all_reduce_sum(flags);
   }
   return flags;
+}
+
+void Trainer::check_graph_capturable() const {
+  std::string why;
+  if (mpi_.world_size() > 1 || config_.distributed.always_reduce) {
+    why = "a captured step needs a single rank without distributed.always_reduce (world size " +
+          std::to_string(mpi_.world_size()) + " here): the bucketed all-reduce is started by autograd hooks and " +
+          "waited for by the host, which a graph cannot hold";
+  } else if (!device_.is_cuda()) {
+    why = "a captured step needs a CUDA device, and this run is on " + device_.str() + " (run.device)";
+  } else if (faults_.injects_into_step()) {
+    why = "DDPM_FAULT's NaN faults are decided on the host, step by step, and a captured step is the same every time";
+  }
+  if (!mpi_.all_ok(why.empty())) {
+    throw std::runtime_error(why.empty() ? "another rank cannot capture its training step (see its message)"
+                                         : config_.source + ": train.cuda_graph is true, but " + why);
+  }
 }
 
 bool Trainer::account_flags(bool drain) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -22,12 +23,16 @@
 #include "trainer/phase_timer.h"
 #include "trainer/progress.h"
 #include "trainer/step_flags.h"
+#include "trainer/step_graph.h"
 #include "trainer/unet.h"
 
 namespace ddpm {
 
 struct TrainerOptions {
   ProgressMode progress = ProgressMode::kAuto;
+  // The step reads its inputs from device tensors refilled every step, as a captured CUDA graph does
+  // (train.cuda_graph turns this on), without capturing: lets a CPU test check what a graph would read.
+  bool static_step_inputs = false;
 };
 
 class Trainer {
@@ -60,17 +65,36 @@ class Trainer {
     torch::Tensor grad_norm;  // scalar, global norm before clipping
     bool stop = false;        // some rank was asked to stop: checkpoint after this step and return
   };
+  // What a step's device work reads that changes from step to step, as device tensors (a captured CUDA graph
+  // reads them at fixed addresses): the batch, the step index the draws hash (int64), the stop request (float32),
+  // and the learning rate (float32 on GPUs, float64 on CPUs; undefined: learning_rate(step_) passed as a double).
+  struct StepInputs {
+    torch::Tensor images, indices, step, stop, lr;
+  };
+  // What it leaves on the device: this rank's loss, the gradient norm before clipping, the agreed flags.
+  struct StepOutputs {
+    torch::Tensor loss, grad_norm, flags;
+  };
+  // Host clocks inside an eager step, for the phase metrics.
+  struct StepClock {
+    std::chrono::steady_clock::time_point backward_done, synced;
+  };
 
+  // One step: its device work (eagerly, or replayed from the CUDA graph), then the host's bookkeeping.
   StepResult train_step(const Batch& batch);
-  // t and ε of each example from (seed, step, data set index) alone: the same image gets the same draw whatever
-  // the number of ranks, so N ranks with batch B train exactly like one rank with batch N·B.
-  std::pair<torch::Tensor, torch::Tensor> timesteps_and_noise(const Batch& batch) const;
+  StepInputs eager_inputs(const Batch& batch) const;
+  void fill_graph_inputs(const Batch& batch);
+  // The step's device work: forward, backward, all-reduce, clipping, agreement, Adam, EMA. It changes no host
+  // state, so that it can be captured. `clock`: where to note the host times (null while capturing).
+  StepOutputs enqueue_step(const StepInputs& inputs, StepClock* clock);
   torch::Tensor clip_gradients();
   void check_config_matches_rank0() const;
   void check_replicas();
   // Agreement of all ranks after the backward of a step (one small collective, no host sync): [is any loss or
   // gradient non-finite, has any rank been asked to stop (SIGTERM / SIGINT)], summed over ranks, on the device.
-  torch::Tensor agree(const torch::Tensor& loss, const torch::Tensor& grad_norm);
+  torch::Tensor agree(const torch::Tensor& loss, const torch::Tensor& grad_norm, const torch::Tensor& stop);
+  // train.cuda_graph: refuses the runs it cannot capture, with the reason.
+  void check_graph_capturable() const;
   // Host bookkeeping of the flags whose turn has come (StepFlagsQueue): counts skips, stops the run after
   // train.max_consecutive_skips in a row; true when a rank asked to stop.
   bool account_flags(bool drain);
@@ -104,6 +128,9 @@ class Trainer {
   std::vector<torch::Tensor> parameters_;
   std::unique_ptr<Adam> optimizer_;
   StepFlagsQueue step_flags_;
+  std::unique_ptr<StepGraph> step_graph_;  // only with train.cuda_graph
+  StepInputs graph_inputs_;                // the captured graph's inputs and outputs, at fixed addresses
+  StepOutputs graph_outputs_;
   PhaseTimer* timer_ = nullptr;  // only while the benchmark runs
   ExponentialMovingAverage ema_;
   std::shared_ptr<const ImageDataset> dataset_;
