@@ -10,7 +10,7 @@
 # the same optimizer, batch and precision, eager and under torch.compile. Both also time ancestral sampling.
 # Prints one table with the ratios ours / peer and writes every report to $OUT (default bench_results.jsonl).
 # Environment: DDPM (the ddpm binary, default build/ddpm), PYTHON (a python with torch; default the venv of
-# launch/setup.sh), OUT.
+# launch/setup.sh), OUT, PEER_WHEELS (where peer_bench.py finds diffusers' wheels when it is not installed).
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODE="${1:-cpu}"
@@ -74,6 +74,7 @@ ours() {  # ours NAME [--set ...]: one ddpm bench run, its JSON report appended 
 peer() {  # peer NAME MODE: one peer_bench.py run
   local name="$1" mode="$2" report flags=()
   [[ "$CHANNELS_LAST" == true ]] && flags+=(--channels-last)
+  [[ -n "${PEER_WHEELS:-}" ]] && flags+=(--wheels "$PEER_WHEELS")
   echo "== peer: $name" >&2
   report="$("$PYTHON" "$REPO_ROOT/launch/peer_bench.py" "${PEER_MODEL[@]}" --batch "$BATCH" --precision "$PRECISION" \
     "${flags[@]}" --mode "$mode" --steps "$STEPS" --warmup "$WARMUP" --sample-batch "$SAMPLE_BATCH" \
@@ -92,6 +93,8 @@ ours "as shipped ($PRECISION$([[ $CHANNELS_LAST == true ]] && echo ', channels-l
 # communication path costs when there is nothing to communicate (target on GPUs: >= 99% of the row above).
 if [[ "$MODE" == gpu ]]; then
   ours "as shipped, NCCL all-reduce at world size 1" --set distributed.backend=nccl --set distributed.always_reduce=true
+  # The whole step captured once and replayed (one launch a step instead of ~2000): GPUs only.
+  ours "as shipped + CUDA graph" --set train.cuda_graph=true
 else
   ours "as shipped, MPI all-reduce at world size 1" --set distributed.backend=mpi --set distributed.always_reduce=true
 fi
@@ -106,14 +109,15 @@ def get(r, *keys):
         if k in r["report"]:
             return r["report"][k]
     return None
-print(f"\n{'run':<52} {'img/s':>9} {'ms/step':>8} {'fwd':>7} {'bwd':>7} {'comm':>6} {'opt':>6} {'mem GiB':>8} {'MFU':>6} {'sample img/s':>12}")
+print(f"\n{'run':<52} {'img/s':>9} {'ms/step':>8} {'fwd':>7} {'bwd':>7} {'comm':>6} {'opt':>6} {'graph':>7} {'mem GiB':>8} {'MFU':>6} {'sample img/s':>12}")
 for r in rows:
     rep = r["report"]
     ph = rep.get("phase_ms", {})
     f = lambda v, fmt: (fmt % v) if isinstance(v, (int, float)) else "-"
     print(f"{r['name']:<52} {f(rep.get('images_per_second'), '%.1f'):>9} {f(rep.get('ms_per_step'), '%.2f'):>8} "
           f"{f(ph.get('forward'), '%.2f'):>7} {f(ph.get('backward'), '%.2f'):>7} {f(ph.get('communication'), '%.2f'):>6} "
-          f"{f(ph.get('optimizer'), '%.2f'):>6} {f((rep.get('peak_memory_bytes') or 0) / 2**30, '%.2f'):>8} "
+          f"{f(ph.get('optimizer'), '%.2f'):>6} {f(ph.get('captured_step') or None, '%.2f'):>7} "
+          f"{f((rep.get('peak_memory_bytes') or 0) / 2**30, '%.2f'):>8} "
           f"{f(rep.get('mfu'), '%.3f'):>6} {f(rep.get('sampling_images_per_second'), '%.2f'):>12}")
 ours = next(r for r in rows if r["name"].startswith("ddpm as shipped"))["report"]
 for r in rows:
@@ -123,6 +127,12 @@ for r in rows:
         if p.get("sampling_images_per_second") and ours.get("sampling_images_per_second"):
             line += f", sampling {ours['sampling_images_per_second'] / p['sampling_images_per_second']:.2f}x"
         print(line)
+graphed = next((r for r in rows if r["name"].endswith("+ CUDA graph")), None)
+if graphed:
+    for r in rows:
+        if r["name"].startswith("diffusers"):
+            print(f"ours + CUDA graph / {r['name']}: training "
+                  f"{graphed['report']['images_per_second'] / r['report']['images_per_second']:.2f}x")
 reduced = next((r for r in rows if "all-reduce at world size 1" in r["name"]), None)
 if reduced:
     print(f"{reduced['name']} / as shipped: {reduced['report']['images_per_second'] / ours['images_per_second']:.3f}")

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The correctness checks of the fast GPU step that only a GPU can run, each a short `ddpm train` of the smoke
+# model on real Fashion-MNIST images (the test split) on the first GPU, compared with the plain run:
+#   graph   train.cuda_graph: true (the step captured once, replayed)
+#   reduce  the NCCL all-reduce at world size 1 (distributed.always_reduce: true)
+#   bf16    bf16 autocast instead of fp32
+# GPU kernels are not bit-reproducible from run to run (atomics, cuDNN's algorithm choices), so each pair is
+# compared by its loss curves (every logged mean loss) and final weights, next to the difference between two
+# plain runs (the noise floor), which is printed too. Fails when a curve strays more than the tolerance, or the
+# plain run does not learn.
+#   bash launch/gpu_check.sh DATA_DIR    # DATA_DIR holds t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz
+# Environment: DDPM (default build/ddpm), COMPARE (compare_checkpoints; default build/tests/compare_checkpoints),
+# PYTHON (default python3), GPU_CHECK_STEPS (default 300), GPU_CHECK_BATCH (default 32), GPU_CHECK_DEVICE (default cuda; cpu checks this script:
+# no graph row, the MPI all-reduce).
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA="${1:?usage: gpu_check.sh DATA_DIR}"
+DDPM="${DDPM:-$REPO_ROOT/build/ddpm}"
+COMPARE="${COMPARE:-$REPO_ROOT/build/tests/compare_checkpoints}"
+PYTHON="${PYTHON:-python3}"
+STEPS="${GPU_CHECK_STEPS:-300}"
+DEVICE="${GPU_CHECK_DEVICE:-cuda}"
+BATCH="${GPU_CHECK_BATCH:-32}"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+run() {  # run NAME [--set ...]
+  local name="$1"
+  shift
+  echo "== gpu_check: $name $*"
+  "$DDPM" train --config "$REPO_ROOT/configs/smoke.yaml" --set "run.device=$DEVICE" --set "run.dir=$WORK/$name" \
+    --set "data.path=$DATA" --set data.split=test --set "train.batch_size=$BATCH" --set "train.steps=$STEPS" \
+    --set train.log_every=25 --set "train.checkpoint_every=$STEPS" --set monitoring.enabled=false \
+    --set monitoring.eval_every=0 "$@" | tail -n 2
+}
+PAIRS=(plain_again reduce bf16)
+run plain
+run plain_again
+if [[ "$DEVICE" == cuda ]]; then
+  PAIRS+=(graph)
+  run graph --set train.cuda_graph=true
+  run reduce --set distributed.backend=nccl --set distributed.always_reduce=true
+else  # a check of this script on a CPU: no graph, the MPI all-reduce
+  run reduce --set distributed.backend=mpi --set distributed.always_reduce=true
+fi
+run bf16 --set train.precision=bf16
+
+checkpoint="$(printf 'ckpt-%09d.ddpm' "$STEPS")"  # trainer/checkpoint.cpp's checkpoint_file_name()
+for name in "${PAIRS[@]}"; do
+  echo "weights, $name against plain: $("$COMPARE" "$WORK/$name/$checkpoint" "$WORK/plain/$checkpoint" --atol 1e9 | tail -n 1)"
+done
+"$PYTHON" - "$WORK" "${PAIRS[@]:1}" <<'PY'
+import json, os, sys
+work = sys.argv[1]
+def curve(name):
+    with open(os.path.join(work, name, "train_log.jsonl")) as f:
+        return [(r["step"], r["loss"]) for r in map(json.loads, f)]
+def distance(a, b):  # the largest relative difference of two loss curves, over the logged steps
+    return max(abs(x[1] - y[1]) / y[1] for x, y in zip(a, b))
+plain = curve("plain")
+floor = distance(curve("plain_again"), plain)
+print(f"plain run: loss {plain[0][1]:.4f} at step {plain[0][0]} -> {plain[-1][1]:.4f} at step {plain[-1][0]}")
+print(f"noise floor (two plain runs): curves differ by at most {floor:.2%}")
+failed = plain[-1][1] > 0.5 * plain[0][1]
+if failed:
+    print("FAIL: the plain run did not learn (final loss above half the first)")
+tolerances = {"graph": 0.05, "reduce": 0.05, "bf16": 0.15}
+for name in sys.argv[2:]:
+    tolerance = tolerances[name]
+    d = distance(curve(name), plain)
+    ok = d <= max(tolerance, 2 * floor)
+    failed |= not ok
+    print(f"{name}: curve differs from plain by at most {d:.2%} (tolerance {max(tolerance, 2 * floor):.0%}): {'ok' if ok else 'FAIL'}")
+sys.exit(1 if failed else 0)
+PY

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Everything the GPU machine is for, as one command, since a task drawn for it gets minutes of device time:
+#   1. unpack the Debian packages carried in .cache/gpu/debs into a prefix (dpkg -x, not into /);
+#   2. build ddpm there against the machine's LibTorch (python3's torch) and NCCL (its nvidia-nccl wheel);
+#   3. the checks only a GPU can run (launch/gpu_check.sh), unless GPU_SESSION_CHECKS=0;
+#   4. the benchmark against the PyTorch peer (launch/bench.sh gpu), unless GPU_SESSION_BENCH=0.
+# Here first: bash launch/prepare_gpu_session.sh. Then with the device tool: carry [".cache/gpu"], command
+# "bash launch/gpu_session.sh", timeout_s 600. A command may run 10 minutes at most, and the whole may not fit:
+# then split it over two calls on the same warm machine (it keeps build-gpu/, so the second builds nothing):
+# "GPU_SESSION_BENCH=0 bash launch/gpu_session.sh", then "GPU_SESSION_CHECKS=0 bash launch/gpu_session.sh".
+# What it prints goes to $OUT/gpu_session.log as well, the benchmark's reports to $OUT/bench_results.jsonl.
+#   GPU_SESSION_PREFIX  where the packages are unpacked (default /tmp/ddpm-prefix)
+#   GPU_SESSION_BUILD   build folder (default build-gpu)
+#   GPU_SESSION_DRY=1   steps 1 and 2 only, with the packages of this machine ignored as far as CMake allows:
+#                       a check of the relocated build on a machine without a GPU
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CARRIED="$REPO_ROOT/.cache/gpu"
+PREFIX="${GPU_SESSION_PREFIX:-/tmp/ddpm-prefix}"
+BUILD="${GPU_SESSION_BUILD:-$REPO_ROOT/build-gpu}"
+OUT="${OUT:-$REPO_ROOT/gpu-session-out}"
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu_session.log") 2>&1
+started=$SECONDS
+say() { echo "[gpu_session +$((SECONDS - started))s] $*"; }
+
+[[ -d "$CARRIED/debs" ]] || { echo "gpu_session: no $CARRIED/debs: run launch/prepare_gpu_session.sh here and carry .cache/gpu" >&2; exit 1; }
+say "unpacking $(ls "$CARRIED"/debs/*.deb | wc -l) packages into $PREFIX"
+mkdir -p "$PREFIX"
+for deb in "$CARRIED"/debs/*.deb; do dpkg -x "$deb" "$PREFIX"; done
+LIB="$PREFIX/usr/lib/x86_64-linux-gnu"
+# Open MPI relocated: OPAL_PREFIX tells it where its files are now.
+export OPAL_PREFIX="$PREFIX/usr" PATH="$PREFIX/usr/bin:$PATH" LD_LIBRARY_PATH="$LIB:${LD_LIBRARY_PATH:-}"
+export MPIRUN="$PREFIX/usr/bin/mpirun.openmpi"
+PYTHON="${PYTHON:-python3}"
+TORCH_PREFIX="$("$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+# NCCL from the machine's nvidia-nccl wheel (the one torch loads), else the CUDA toolkit's.
+read -r NCCL_INCLUDE NCCL_LIB < <("$PYTHON" - <<'PY'
+import glob, os
+try:
+    import nvidia.nccl
+    root = list(nvidia.nccl.__path__)[0]
+    libs = sorted(glob.glob(os.path.join(root, "lib", "libnccl.so*")))
+    print(os.path.join(root, "include"), libs[0] if libs else "-")
+except ImportError:
+    print("- -")
+PY
+)
+nccl_args=()
+[[ "$NCCL_INCLUDE" != - && -f "$NCCL_INCLUDE/nccl.h" ]] && nccl_args=(-DNCCL_INCLUDE_DIR="$NCCL_INCLUDE" -DNCCL_LIBRARY="$NCCL_LIB")
+[[ "$NCCL_LIB" != - ]] && export LD_LIBRARY_PATH="$(dirname "$NCCL_LIB"):$LD_LIBRARY_PATH"
+
+say "configuring $BUILD (torch: $TORCH_PREFIX; NCCL: ${NCCL_LIB})"
+cmake -S "$REPO_ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$PREFIX/usr;$LIB/cmake" \
+  -DMPI_CXX_COMPILER="$PREFIX/usr/bin/mpicxx.openmpi" -DSTB_LIBRARY="$LIB/libstb.so" \
+  -DCMAKE_CXX_FLAGS="-isystem $PREFIX/usr/include" "${nccl_args[@]}" >"$OUT/cmake.log" 2>&1 ||
+  { tail -40 "$OUT/cmake.log"; exit 1; }
+say "building ddpm and compare_checkpoints ($(nproc) jobs)"
+cmake --build "$BUILD" --target ddpm compare_checkpoints -- -j"$(nproc)" | { grep -v '^\[' || true; }
+export DDPM="$BUILD/ddpm" COMPARE="$BUILD/tests/compare_checkpoints"
+"$DDPM" --version || true
+if [[ "${GPU_SESSION_DRY:-0}" == 1 ]]; then say "dry run: built; no GPU steps"; exit 0; fi
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+check_rc=0
+if [[ "${GPU_SESSION_CHECKS:-1}" == 1 ]]; then
+  say "GPU checks (launch/gpu_check.sh)"
+  bash "$REPO_ROOT/launch/gpu_check.sh" "$CARRIED/data/fashion-mnist" || check_rc=$?
+fi
+if [[ "${GPU_SESSION_BENCH:-1}" == 1 ]]; then
+  say "benchmark (launch/bench.sh gpu)"
+  OUT="$OUT/bench_results.jsonl" PEER_WHEELS="$CARRIED/wheels" PYTHON="$PYTHON" bash "$REPO_ROOT/launch/bench.sh" gpu
+fi
+say "done (GPU checks exit $check_rc)"
+exit $check_rc
