@@ -94,7 +94,7 @@ ours "as shipped ($PRECISION$([[ $CHANNELS_LAST == true ]] && echo ', channels-l
 if [[ "$MODE" == gpu ]]; then
   ours "as shipped, NCCL all-reduce at world size 1" --set distributed.backend=nccl --set distributed.always_reduce=true
   # The whole step captured once and replayed (one launch a step instead of ~2000): GPUs only.
-  ours "as shipped + CUDA graph" --set train.cuda_graph=true
+  ours "as shipped + CUDA graph" --set train.cuda_graph=true --sample-batch "$SAMPLE_BATCH" --sample-steps "$SAMPLE_STEPS"
 else
   ours "as shipped, MPI all-reduce at world size 1" --set distributed.backend=mpi --set distributed.always_reduce=true
 fi
@@ -132,7 +132,9 @@ if graphed:
     for r in rows:
         if r["name"].startswith("diffusers"):
             print(f"ours + CUDA graph / {r['name']}: training "
-                  f"{graphed['report']['images_per_second'] / r['report']['images_per_second']:.2f}x")
+                  f"{graphed['report']['images_per_second'] / r['report']['images_per_second']:.2f}x"
+                  + (f", sampling {graphed['report']['sampling_images_per_second'] / r['report']['sampling_images_per_second']:.2f}x"
+                     if graphed["report"].get("sampling_images_per_second") and r["report"].get("sampling_images_per_second") else ""))
 reduced = next((r for r in rows if "all-reduce at world size 1" in r["name"]), None)
 if reduced:
     print(f"{reduced['name']} / as shipped: {reduced['report']['images_per_second'] / ours['images_per_second']:.3f}")

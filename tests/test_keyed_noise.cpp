@@ -41,6 +41,17 @@ TEST(KeyedNoise, AnImageDrawsTheSameWhateverItsBatch) {
   EXPECT_FALSE(torch::equal(a.noise, other.noise));
 }
 
+// hash_combine with its second argument on the device (the keys of a captured training or sampling step).
+TEST(KeyedNoise, DeviceHashCombineEqualsTheScalarDefinition) {
+  ddpm::SplitMix64 rng(9);
+  for (int i = 0; i < 200; ++i) {
+    const uint64_t a = rng.next(), b = i < 100 ? static_cast<uint64_t>(i) : rng.next();
+    const torch::Tensor on_device = ddpm::hash_combine_on_device(a, torch::tensor(static_cast<int64_t>(b), torch::kLong));
+    ASSERT_EQ(on_device.dim(), 0);
+    ASSERT_EQ(static_cast<uint64_t>(on_device.item<int64_t>()), ddpm::hash_combine(a, b)) << a << " " << b;
+  }
+}
+
 // The step may come as a device tensor (a captured CUDA graph reads it there): the key must still be
 // hash_combine(seed, step) of data/splitmix64.h bit for bit, so the draws equal the host-step ones.
 TEST(KeyedNoise, AStepTensorDrawsWhatTheHostStepDraws) {

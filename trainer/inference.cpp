@@ -14,6 +14,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/ema.h"
 #include "trainer/keyed_noise.h"
+#include "trainer/step_graph.h"
 
 namespace ddpm {
 namespace fs = std::filesystem;
@@ -72,24 +73,36 @@ torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int
   const int64_t T = diffusion.num_timesteps();
   // All noise is keyed by (seed, step, image number) and drawn on the device: image i is the same whatever the
   // batch size or device, and no noise is made on the host and copied over at each of the T steps.
-  const auto noise = [&](int64_t stream, const torch::Tensor& numbers) {
-    return keyed_normal(hash_combine(hash_combine(seed, 0x5a4d504c45ULL), static_cast<uint64_t>(stream)), numbers, item,
-                        torch::kFloat32);
-  };
+  const uint64_t noise_key = hash_combine(seed, 0x5a4d504c45ULL);
   std::vector<torch::Tensor> chunks;
   for (int64_t start = 0; start < count; start += batch_size) {
     const int64_t n = std::min(batch_size, count - start);
-    const torch::Tensor numbers = torch::arange(start, start + n, torch::TensorOptions().dtype(torch::kLong).device(device));
-    torch::Tensor x = noise(T, numbers);  // x_T ~ N(0, I)
-    for (int64_t index = T - 1; index >= 0; --index) {
-      const torch::Tensor t = torch::full({n}, index, torch::TensorOptions().dtype(torch::kLong).device(device));
+    const auto on_device = torch::TensorOptions().dtype(torch::kLong).device(device);
+    const torch::Tensor numbers = torch::arange(start, start + n, on_device);
+    // One denoising step, in place, reading the timestep from device tensors that are refilled before each step:
+    // so that a CUDA graph can capture it once and replay it T times.
+    const torch::Tensor x = keyed_normal(hash_combine(noise_key, static_cast<uint64_t>(T)), numbers, item,
+                                         torch::kFloat32);  // x_T ~ N(0, I)
+    const torch::Tensor index = torch::zeros({}, on_device);
+    const torch::Tensor t = torch::zeros({n}, on_device);
+    const auto denoise = [&] {
       torch::Tensor eps;
       {
         const AutocastScope autocast(device, options.bf16);
         eps = model->forward(options.channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x, t);
       }
-      const torch::Tensor z = noise(index, numbers);
-      x = diffusion.p_sample(eps.to(torch::kFloat32), x, t, z, options.clip_denoised);  // Algorithm 2, line 4
+      const torch::Tensor z = keyed_normal(hash_combine_on_device(noise_key, index), numbers, item, torch::kFloat32);
+      x.copy_(diffusion.p_sample(eps.to(torch::kFloat32), x, t, z, options.clip_denoised));  // Algorithm 2, line 4
+    };
+    const std::unique_ptr<StepGraph> graph = options.cuda_graph ? std::make_unique<StepGraph>(device) : nullptr;
+    for (int64_t i = T - 1; i >= 0; --i) {
+      index.fill_(i);
+      t.fill_(i);
+      if (graph) {
+        graph->run(denoise);
+      } else {
+        denoise();
+      }
     }
     chunks.push_back(model_range_to_pixels(x).cpu());
   }
@@ -100,6 +113,7 @@ SamplerOptions sampler_options(const Config& config) {
   SamplerOptions options;
   options.bf16 = config.train.precision == "bf16";
   options.channels_last = config.train.channels_last;
+  options.cuda_graph = config.train.cuda_graph;
   return options;
 }
 

@@ -32,8 +32,9 @@ struct SamplerOptions {
   bool bf16 = false;           // the model under bf16 autocast
   bool channels_last = false;  // NHWC inputs
   bool clip_denoised = true;   // x̂_0 clipped to [-1, 1] in each step's posterior mean
+  bool cuda_graph = false;     // each denoising step replayed from a CUDA graph (GPUs)
 };
-// The training config's speed options (train.precision, train.channels_last) for sampling.
+// The training config's speed options (train.precision, train.channels_last, train.cuda_graph) for sampling.
 SamplerOptions sampler_options(const Config& config);
 
 // Ancestral sampling from x_T ~ N(0, I) through all T steps (eq. 11 with the configured variance); returns

@@ -40,12 +40,6 @@ torch::Tensor key_tensor(uint64_t key, const torch::Tensor& like) {
   return torch::full({}, as_signed(key), like.options().dtype(torch::kLong));
 }
 
-// hash_combine(seed, step) of data/splitmix64.h, bit for bit, with the step read on the device.
-torch::Tensor step_key(uint64_t seed, const torch::Tensor& step) {
-  constexpr int64_t kStepSalt = as_signed(0x632be59bd9b4e019ULL);
-  return splitmix64_mix(splitmix64_mix(torch::bitwise_xor(step.to(torch::kLong), kStepSalt)) + kGolden + as_signed(seed));
-}
-
 torch::Tensor normal_from_keys(const torch::Tensor& key, const torch::Tensor& indices, c10::IntArrayRef item_shape,
                                torch::ScalarType dtype) {
   const torch::Tensor keys = image_keys(key, indices);  // [B]
@@ -64,9 +58,20 @@ torch::Tensor normal_from_keys(const torch::Tensor& key, const torch::Tensor& in
 
 }  // namespace
 
+torch::Tensor hash_combine_on_device(uint64_t a, const torch::Tensor& b) {
+  constexpr int64_t kSalt = as_signed(0x632be59bd9b4e019ULL);
+  return splitmix64_mix(splitmix64_mix(torch::bitwise_xor(b.to(torch::kLong), kSalt)) + kGolden + as_signed(a));
+}
+
 torch::Tensor keyed_normal(uint64_t key, const torch::Tensor& indices, c10::IntArrayRef item_shape, torch::ScalarType dtype) {
   torch::NoGradGuard no_grad;
   return normal_from_keys(key_tensor(key, indices), indices, item_shape, dtype);
+}
+
+torch::Tensor keyed_normal(const torch::Tensor& key, const torch::Tensor& indices, c10::IntArrayRef item_shape,
+                           torch::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  return normal_from_keys(key, indices, item_shape, dtype);
 }
 
 KeyedDraws keyed_timesteps_and_noise(uint64_t seed, int64_t step, const torch::Tensor& indices, c10::IntArrayRef item_shape,
@@ -79,7 +84,7 @@ KeyedDraws keyed_timesteps_and_noise(uint64_t seed, int64_t step, const torch::T
 KeyedDraws keyed_timesteps_and_noise(uint64_t seed, const torch::Tensor& step, const torch::Tensor& indices,
                                      c10::IntArrayRef item_shape, int64_t num_timesteps, torch::ScalarType dtype) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor key = step_key(seed, step);
+  const torch::Tensor key = hash_combine_on_device(seed, step);
   KeyedDraws draws;
   // 53 random bits scaled to [0, T): the bias of the floor is below T / 2^53.
   const torch::Tensor bits = splitmix64_mix(torch::bitwise_xor(image_keys(key, indices), kTimestepStream));

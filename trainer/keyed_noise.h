@@ -21,6 +21,13 @@ struct KeyedDraws {
 // ε for each index: [B, item_shape...] standard normal in `dtype`, a function of (key, index, element) alone.
 // `indices`: int64 on the target device.
 torch::Tensor keyed_normal(uint64_t key, const torch::Tensor& indices, c10::IntArrayRef item_shape, torch::ScalarType dtype);
+// The same with the key a 0-d int64 tensor on the device (a captured CUDA graph computes it there).
+torch::Tensor keyed_normal(const torch::Tensor& key, const torch::Tensor& indices, c10::IntArrayRef item_shape,
+                           torch::ScalarType dtype);
+
+// hash_combine(a, b) of data/splitmix64.h, bit for bit, with b read from a 0-d integer tensor on the device:
+// a 0-d int64 tensor there.
+torch::Tensor hash_combine_on_device(uint64_t a, const torch::Tensor& b);
 
 // Training's draws for step `step`: `indices` are the data set indices of the batch (int64, on the target device).
 KeyedDraws keyed_timesteps_and_noise(uint64_t seed, int64_t step, const torch::Tensor& indices, c10::IntArrayRef item_shape,
