@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the GPU machine is for, as one command, since a task drawn for it gets minutes of device time:
 #   1. unpack the Debian packages carried in .cache/gpu/debs into a prefix (dpkg -x, not into /);
-#   2. build ddpm there against the machine's LibTorch (python3's torch) and NCCL (its nvidia-nccl wheel);
+#   2. build ddpm there against the machine's LibTorch (python3's torch) and NCCL (its nvidia-nccl wheel), unless
+#      .cache/gpu/bin holds binaries prepare_gpu_session.sh built here against the same torch version that run;
 #   3. the checks only a GPU can run (launch/gpu_check.sh), unless GPU_SESSION_CHECKS=0;
 #   4. the benchmark against the PyTorch peer (launch/bench.sh gpu), unless GPU_SESSION_BENCH=0.
 # Here first: bash launch/prepare_gpu_session.sh. Then with the device tool: carry [".cache/gpu"], command
@@ -11,8 +12,9 @@
 # What it prints goes to $OUT/gpu_session.log as well, the benchmark's reports to $OUT/bench_results.jsonl.
 #   GPU_SESSION_PREFIX  where the packages are unpacked (default /tmp/ddpm-prefix)
 #   GPU_SESSION_BUILD   build folder (default build-gpu)
-#   GPU_SESSION_DRY=1   steps 1 and 2 only, with the packages of this machine ignored as far as CMake allows:
-#                       a check of the relocated build on a machine without a GPU
+#   GPU_SESSION_DRY=1   steps 1 and 2 only (prepare_gpu_session.sh runs it here, to check the relocated build
+#                       and to make .cache/gpu/bin: GPU_SESSION_EXPORT names that folder)
+#   GPU_SESSION_BUILD_ANYWAY=1  build even when .cache/gpu/bin would do
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARRIED="$REPO_ROOT/.cache/gpu"
@@ -50,16 +52,33 @@ nccl_args=()
 [[ "$NCCL_INCLUDE" != - && -f "$NCCL_INCLUDE/nccl.h" ]] && nccl_args=(-DNCCL_INCLUDE_DIR="$NCCL_INCLUDE" -DNCCL_LIBRARY="$NCCL_LIB")
 [[ "$NCCL_LIB" != - ]] && export LD_LIBRARY_PATH="$(dirname "$NCCL_LIB"):$LD_LIBRARY_PATH"
 
-say "configuring $BUILD (torch: $TORCH_PREFIX; NCCL: ${NCCL_LIB})"
-cmake -S "$REPO_ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$PREFIX/usr;$LIB/cmake" \
-  -DMPI_CXX_COMPILER="$PREFIX/usr/bin/mpicxx.openmpi" -DSTB_LIBRARY="$LIB/libstb.so" \
-  -DCMAKE_CXX_FLAGS="-isystem $PREFIX/usr/include" "${nccl_args[@]}" >"$OUT/cmake.log" 2>&1 ||
-  { tail -40 "$OUT/cmake.log"; exit 1; }
-say "building ddpm and compare_checkpoints ($(nproc) jobs)"
-cmake --build "$BUILD" --target ddpm compare_checkpoints -- -j"$(nproc)" | { grep -v '^\[' || true; }
-export DDPM="$BUILD/ddpm" COMPARE="$BUILD/tests/compare_checkpoints"
-"$DDPM" --version || true
+# The machine's LibTorch first: binaries built elsewhere find it through the path, not their RUNPATH.
+TORCH_VERSION="$("$PYTHON" -c 'import torch; print(torch.__version__)')"
+export LD_LIBRARY_PATH="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))'):$LD_LIBRARY_PATH"
+PREBUILT="$CARRIED/bin"
+if [[ "${GPU_SESSION_BUILD_ANYWAY:-0}" != 1 && -x "$PREBUILT/ddpm" && "$(cat "$PREBUILT/TORCH_VERSION" 2>/dev/null)" == "$TORCH_VERSION" ]] &&
+   "$PREBUILT/ddpm" --version >/dev/null 2>&1; then
+  # Built by prepare_gpu_session.sh against the same torch version: no build minutes spent here.
+  say "using the binaries built by prepare_gpu_session.sh ($PREBUILT, torch $TORCH_VERSION)"
+  export DDPM="$PREBUILT/ddpm" COMPARE="$PREBUILT/compare_checkpoints"
+else
+  say "configuring $BUILD (torch $TORCH_VERSION: $TORCH_PREFIX; NCCL: ${NCCL_LIB})"
+  cmake -S "$REPO_ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$PREFIX/usr;$LIB/cmake" \
+    -DMPI_CXX_COMPILER="$PREFIX/usr/bin/mpicxx.openmpi" -DSTB_LIBRARY="$LIB/libstb.so" \
+    -DCMAKE_CXX_FLAGS="-isystem $PREFIX/usr/include" "${nccl_args[@]}" >"$OUT/cmake.log" 2>&1 ||
+    { tail -40 "$OUT/cmake.log"; exit 1; }
+  say "building ddpm and compare_checkpoints ($(nproc) jobs)"
+  cmake --build "$BUILD" --target ddpm compare_checkpoints -- -j"$(nproc)" | { grep -v '^\[' || true; }
+  export DDPM="$BUILD/ddpm" COMPARE="$BUILD/tests/compare_checkpoints"
+fi
+"$DDPM" --version
+if [[ "${GPU_SESSION_DRY:-0}" == 1 && -n "${GPU_SESSION_EXPORT:-}" ]]; then
+  mkdir -p "$GPU_SESSION_EXPORT"
+  cp "$DDPM" "$COMPARE" "$GPU_SESSION_EXPORT/"
+  echo "$TORCH_VERSION" >"$GPU_SESSION_EXPORT/TORCH_VERSION"
+  say "binaries for the GPU machine in $GPU_SESSION_EXPORT (torch $TORCH_VERSION)"
+fi
 if [[ "${GPU_SESSION_DRY:-0}" == 1 ]]; then say "dry run: built; no GPU steps"; exit 0; fi
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true

@@ -4,7 +4,11 @@
 #   debs/     the Debian packages ddpm builds against (Open MPI and its libraries, yaml-cpp, prometheus-cpp,
 #             civetweb (its CMake files name its binary too), nlohmann-json, libstb, libpng, zlib, GoogleTest), unpacked there with dpkg -x;
 #   wheels/   diffusers and what it needs, for the machine's CPython 3.12 (launch/fetch_peer_wheels.sh);
-#   data/     Fashion-MNIST's test split (10,000 images, 4.4 MB): real data for the checks.
+#   data/     Fashion-MNIST's test split (10,000 images, 4.4 MB): real data for the checks;
+#   bin/      ddpm and compare_checkpoints built here the way gpu_session.sh builds there (against the prefix of
+#             those packages and this machine's torch, the same version as the GPU machine's), which gpu_session.sh
+#             runs instead of building when their torch version is the machine's: minutes of device time saved.
+#             PREPARE_PREBUILT=0 skips it (the build takes minutes here, longer on a fresh machine).
 # Then, with the device tool: carry [".cache/gpu"], command "bash launch/gpu_session.sh".
 # Idempotent; prints the size (the device tool carries at most 64 MiB with the checkout).
 set -euo pipefail
@@ -26,4 +30,9 @@ for package in "${PACKAGES[@]}"; do
 done
 PEER_PYTHONS=3.12 PEER_SKIP="$MACHINE_HAS" bash "$REPO_ROOT/launch/fetch_peer_wheels.sh" "$DEST/wheels" >/dev/null
 cp -u /usr/share/datasets/fashion-mnist/t10k-*-ubyte.gz "$DEST/data/fashion-mnist/"
+if [[ "${PREPARE_PREBUILT:-1}" == 1 ]]; then
+  PYTHON="${PYTHON:-${DDPM_TORCH_ENV:-$HOME/.cache/ddpm/torch-2.11.0}/bin/python}"
+  GPU_SESSION_DRY=1 GPU_SESSION_BUILD_ANYWAY=1 GPU_SESSION_EXPORT="$DEST/bin" PYTHON="$PYTHON" \
+    OUT="$(mktemp -d)" bash "$REPO_ROOT/launch/gpu_session.sh" | tail -n 3
+fi
 du -sh "$DEST" "$DEST"/*
