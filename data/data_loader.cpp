@@ -75,6 +75,7 @@ void DataLoader::work() {
       if (transfer_.wants_pinned_memory()) {
         batch.images = batch.images.pin_memory();
         batch.labels = batch.labels.pin_memory();
+        batch.indices = batch.indices.pin_memory();
       }
       {
         std::lock_guard<std::mutex> lock(mutex_);

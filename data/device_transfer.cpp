@@ -43,6 +43,7 @@ Batch DeviceTransfer::to_device(Batch batch) const {
     // memory alive until they complete.
     batch.images = batch.images.to(device_, /*non_blocking=*/true);
     batch.labels = batch.labels.to(device_, /*non_blocking=*/true);
+    batch.indices = batch.indices.to(device_, /*non_blocking=*/true);  // the keyed draws read them there
     copied.record(side);
   }
   copied.block(consumer);
@@ -50,6 +51,7 @@ Batch DeviceTransfer::to_device(Batch batch) const {
   // memory out again while the consumer still reads it.
   batch.images.record_stream(consumer);
   batch.labels.record_stream(consumer);
+  batch.indices.record_stream(consumer);
 #endif
   return batch;
 }

@@ -188,6 +188,10 @@ TEST_F(TrainerTest, SamplingIsReproducibleAndEvaluationReportsEveryTerm) {
   // Image i depends on (seed, i) alone, not on the batch it was drawn in (noise keyed on the device).
   const torch::Tensor d = ddpm::sample_images(loaded.model, diffusion, 3, 7, 3, torch::kCPU);
   EXPECT_LE((a.to(torch::kInt) - d.to(torch::kInt)).abs().max().item<int>(), 1);
+  // A config trained with train.cuda_graph still samples on a CPU, the same images (graphs are for GPUs only).
+  ddpm::SamplerOptions graphed;
+  graphed.cuda_graph = true;
+  EXPECT_TRUE(torch::equal(a, ddpm::sample_images(loaded.model, diffusion, 3, 7, 2, torch::kCPU, graphed)));
 
   const torch::Tensor images = torch::rand({4, 1, 28, 28}).mul(255).round().div(127.5).sub(1);
   const ddpm::BoundReport report = ddpm::evaluate_bound(loaded.model, diffusion, images, 2, true, 0, *g_mpi, torch::kCPU);

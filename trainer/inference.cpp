@@ -94,7 +94,9 @@ torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int
       const torch::Tensor z = keyed_normal(hash_combine_on_device(noise_key, index), numbers, item, torch::kFloat32);
       x.copy_(diffusion.p_sample(eps.to(torch::kFloat32), x, t, z, options.clip_denoised));  // Algorithm 2, line 4
     };
-    const std::unique_ptr<StepGraph> graph = options.cuda_graph ? std::make_unique<StepGraph>(device) : nullptr;
+    // Only on GPUs: a config trained with graphs still samples on a CPU.
+    const std::unique_ptr<StepGraph> graph =
+        options.cuda_graph && device.is_cuda() ? std::make_unique<StepGraph>(device) : nullptr;
     for (int64_t i = T - 1; i >= 0; --i) {
       index.fill_(i);
       t.fill_(i);

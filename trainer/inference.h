@@ -32,7 +32,7 @@ struct SamplerOptions {
   bool bf16 = false;           // the model under bf16 autocast
   bool channels_last = false;  // NHWC inputs
   bool clip_denoised = true;   // x̂_0 clipped to [-1, 1] in each step's posterior mean
-  bool cuda_graph = false;     // each denoising step replayed from a CUDA graph (GPUs)
+  bool cuda_graph = false;     // each denoising step replayed from a CUDA graph (on GPUs; ignored on CPUs)
 };
 // The training config's speed options (train.precision, train.channels_last, train.cuda_graph) for sampling.
 SamplerOptions sampler_options(const Config& config);

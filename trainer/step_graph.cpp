@@ -9,6 +9,8 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #endif
 
@@ -39,6 +41,11 @@ struct StepGraph::Impl {
   Impl(c10::DeviceIndex index, int64_t eager) : device(index), stream(at::cuda::getStreamFromPool(false, index)), eager_steps(eager) {}
 
   void capture(const std::function<void()>& enqueue) {
+    // The eager steps left a step's worth of memory cached in the general pool, which a capture cannot reuse (it
+    // allocates from its own pool, and nothing is released while it runs): hand it back first, as
+    // torch.cuda.graph does, or the capture needs twice the memory of a step.
+    c10::cuda::device_synchronize();
+    c10::cuda::CUDACachingAllocator::emptyCache();
     // Thread-local: the data loader's threads keep copying batches, and the pinned-memory allocator keeps querying
     // its events, while this thread captures; global mode would make those calls fail the capture.
     graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
@@ -50,8 +57,8 @@ struct StepGraph::Impl {
       } catch (const std::exception&) {
         // The capture is already broken; the first error is the one to report.
       }
-      throw std::runtime_error(std::string("capturing the training step in a CUDA graph failed (train.cuda_graph: "
-                                           "false trains without one): ") + e.what());
+      throw std::runtime_error(std::string("capturing a step in a CUDA graph failed (train.cuda_graph: false runs "
+                                           "without one): ") + e.what());
     }
     graph.capture_end();
     captured = true;
