@@ -58,84 +58,107 @@ size_t png_chunk_past_end(const std::vector<uint8_t>& b) {
 // The marker segments are walked as stb reads them, up to EOI: a segment is skipped by its length field (stb
 // accepts no segment of another length), bytes that are not a marker are skipped (entropy-coded data, or garbage
 // stb would stop at), and so are stuffed bytes (FF 00) and restart markers. Every segment stb can reach is checked
-// this way, and some it cannot. Returns what is wrong and where ("the scan at offset ..."), or "" when nothing is.
-std::string jpeg_table_problem(const std::vector<uint8_t>& b) {
-  const size_t n = b.size();
-  const auto at = [&](size_t i) -> size_t { return i < n ? b[i] : 0; };  // stb reads zeros past the end
-  bool huffman_defined[2][4] = {};                                       // [DC = 0, AC = 1][table id]
-  bool quantization_defined[4] = {};
-  std::vector<std::pair<size_t, size_t>> components;  // (id, quantization table) from the first SOF
-  bool progressive = false;
-  size_t p = 2;  // after SOI
-  while (p < n) {
-    if (b[p] != 0xff) {
-      ++p;
-      continue;
+// this way, and some it cannot. problem() says what is wrong and where ("the scan at offset ..."), or "".
+class JpegTables {
+ public:
+  explicit JpegTables(const std::vector<uint8_t>& bytes) : b_(bytes) {}
+
+  // Walks the segments up to EOI; the first problem, or "".
+  std::string problem() {
+    const size_t n = b_.size();
+    size_t p = 2;  // after SOI
+    while (p < n) {
+      if (b_[p] != 0xff) {
+        ++p;
+        continue;
+      }
+      while (p < n && b_[p] == 0xff) ++p;  // fill bytes
+      if (p >= n) return "";
+      const size_t marker = b_[p++];
+      if (marker == 0x00 || (marker >= 0xd0 && marker <= 0xd7)) continue;  // data, not a segment
+      if (marker == 0xd9) return "";                                        // EOI: stb reads no further
+      std::string found;
+      if (marker == 0xc4) found = read_dht(p);
+      if (marker == 0xdb) read_dqt(p);
+      if ((marker == 0xc0 || marker == 0xc1 || marker == 0xc2) && components_.empty()) read_sof(p, marker == 0xc2);
+      if (marker == 0xda) found = check_sos(p);
+      if (!found.empty()) return found;
+      p += length(p);  // SOS: its header; the scan's entropy-coded data follows
     }
-    while (p < n && b[p] == 0xff) ++p;  // fill bytes
-    if (p >= n) return "";
-    const size_t marker = b[p++];
-    if (marker == 0x00 || (marker >= 0xd0 && marker <= 0xd7)) continue;  // data, not a segment
-    if (marker == 0xd9) return "";                                        // EOI: stb reads no further
-    const size_t length = at(p) << 8 | at(p + 1);
-    if (marker == 0xc4) {  // DHT: tables of (class << 4 | id, 16 code counts, the symbols)
-      int64_t left = static_cast<int64_t>(length) - 2;
-      size_t table = p + 2;
-      while (left > 0 && table < n) {
-        const size_t table_class = at(table) >> 4, id = at(table) & 15;
-        if (table_class > 1 || id > 3) break;  // stb refuses this table itself
-        size_t codes = 0;
-        for (size_t i = 1; i <= 16; ++i) codes += at(table + i);
-        if (codes > 256) {
-          return "the Huffman table at offset " + std::to_string(table + 1) + " declares more than 256 codes";
-        }
-        huffman_defined[table_class][id] = true;
-        table += 17 + codes;
-        left -= static_cast<int64_t>(17 + codes);
-      }
-    } else if (marker == 0xdb) {  // DQT: tables of (precision << 4 | id, 64 entries of 1 or 2 bytes)
-      int64_t left = static_cast<int64_t>(length) - 2;
-      size_t table = p + 2;
-      while (left > 0 && table < n) {
-        const size_t precision = at(table) >> 4, id = at(table) & 15;
-        if (precision > 1 || id > 3) break;  // stb refuses this table itself
-        quantization_defined[id] = true;
-        const size_t size = precision ? 129 : 65;
-        table += size;
-        left -= static_cast<int64_t>(size);
-      }
-    } else if ((marker == 0xc0 || marker == 0xc1 || marker == 0xc2) && components.empty()) {
-      // SOF: precision, height, width, component count, then (id, sampling, quantization table) per component.
-      progressive = marker == 0xc2;
-      for (size_t i = 0, count = at(p + 7); i < count; ++i) components.emplace_back(at(p + 8 + 3 * i), at(p + 10 + 3 * i));
-    } else if (marker == 0xda) {
-      // SOS: component count, (id, DC table << 4 | AC table) per component, then Ss, Se, Ah << 4 | Al. A
-      // progressive scan decodes with the DC tables only in a first DC scan, with the AC tables only in AC scans.
-      const size_t count = at(p + 2);
-      const size_t first_coefficient = at(p + 3 + 2 * count), high_bit = at(p + 5 + 2 * count) >> 4;
-      const bool uses_dc = !progressive || (first_coefficient == 0 && high_bit == 0);
-      const bool uses_ac = !progressive || first_coefficient != 0;
-      const std::string scan = "the scan at offset " + std::to_string(p - 2);
-      for (size_t i = 0; i < count; ++i) {
-        const size_t id = at(p + 3 + 2 * i), dc = at(p + 4 + 2 * i) >> 4, ac = at(p + 4 + 2 * i) & 15;
-        if (uses_dc && dc <= 3 && !huffman_defined[0][dc]) {
-          return scan + " uses Huffman table DC " + std::to_string(dc) + ", which no DHT segment before it defines";
-        }
-        if (uses_ac && ac <= 3 && !huffman_defined[1][ac]) {
-          return scan + " uses Huffman table AC " + std::to_string(ac) + ", which no DHT segment before it defines";
-        }
-        for (const auto& [component, quantization] : components) {
-          if (component == id && quantization <= 3 && !quantization_defined[quantization]) {
-            return scan + " decodes component " + std::to_string(id) + " with quantization table " +
-                   std::to_string(quantization) + ", which no DQT segment before it defines";
-          }
-        }
-      }
-    }
-    p += length;  // SOS: its header; the scan's entropy-coded data follows
+    return "";
   }
-  return "";
-}
+
+ private:
+  size_t at(size_t i) const { return i < b_.size() ? b_[i] : 0; }  // stb reads zeros past the end
+  size_t length(size_t p) const { return at(p) << 8 | at(p + 1); }
+
+  // DHT: tables of (class << 4 | id, 16 code counts, the symbols).
+  std::string read_dht(size_t p) {
+    int64_t left = static_cast<int64_t>(length(p)) - 2;
+    for (size_t table = p + 2; left > 0 && table < b_.size();) {
+      const size_t table_class = at(table) >> 4, id = at(table) & 15;
+      if (table_class > 1 || id > 3) break;  // stb refuses this table itself
+      size_t codes = 0;
+      for (size_t i = 1; i <= 16; ++i) codes += at(table + i);
+      if (codes > 256) return "the Huffman table at offset " + std::to_string(table + 1) + " declares more than 256 codes";
+      huffman_defined_[table_class][id] = true;
+      table += 17 + codes;
+      left -= static_cast<int64_t>(17 + codes);
+    }
+    return "";
+  }
+
+  // DQT: tables of (precision << 4 | id, 64 entries of 1 or 2 bytes).
+  void read_dqt(size_t p) {
+    int64_t left = static_cast<int64_t>(length(p)) - 2;
+    for (size_t table = p + 2; left > 0 && table < b_.size();) {
+      const size_t precision = at(table) >> 4, id = at(table) & 15;
+      if (precision > 1 || id > 3) break;  // stb refuses this table itself
+      quantization_defined_[id] = true;
+      const size_t size = precision ? 129 : 65;
+      table += size;
+      left -= static_cast<int64_t>(size);
+    }
+  }
+
+  // SOF: precision, height, width, component count, then (id, sampling, quantization table) per component.
+  void read_sof(size_t p, bool progressive) {
+    progressive_ = progressive;
+    for (size_t i = 0, count = at(p + 7); i < count; ++i) components_.emplace_back(at(p + 8 + 3 * i), at(p + 10 + 3 * i));
+  }
+
+  // SOS: component count, (id, DC table << 4 | AC table) per component, then Ss, Se, Ah << 4 | Al. A progressive
+  // scan decodes with the DC tables only in a first DC scan, with the AC tables only in AC scans.
+  std::string check_sos(size_t p) const {
+    const size_t count = at(p + 2);
+    const size_t first_coefficient = at(p + 3 + 2 * count), high_bit = at(p + 5 + 2 * count) >> 4;
+    const bool uses_dc = !progressive_ || (first_coefficient == 0 && high_bit == 0);
+    const bool uses_ac = !progressive_ || first_coefficient != 0;
+    const std::string scan = "the scan at offset " + std::to_string(p - 2);
+    for (size_t i = 0; i < count; ++i) {
+      const size_t id = at(p + 3 + 2 * i), dc = at(p + 4 + 2 * i) >> 4, ac = at(p + 4 + 2 * i) & 15;
+      if (uses_dc && dc <= 3 && !huffman_defined_[0][dc]) {
+        return scan + " uses Huffman table DC " + std::to_string(dc) + ", which no DHT segment before it defines";
+      }
+      if (uses_ac && ac <= 3 && !huffman_defined_[1][ac]) {
+        return scan + " uses Huffman table AC " + std::to_string(ac) + ", which no DHT segment before it defines";
+      }
+      for (const auto& [component, quantization] : components_) {
+        if (component == id && quantization <= 3 && !quantization_defined_[quantization]) {
+          return scan + " decodes component " + std::to_string(id) + " with quantization table " +
+                 std::to_string(quantization) + ", which no DQT segment before it defines";
+        }
+      }
+    }
+    return "";
+  }
+
+  const std::vector<uint8_t>& b_;
+  bool huffman_defined_[2][4] = {};  // [DC = 0, AC = 1][table id]
+  bool quantization_defined_[4] = {};
+  std::vector<std::pair<size_t, size_t>> components_;  // (id, quantization table) from the first SOF
+  bool progressive_ = false;
+};
 
 }  // namespace
 
@@ -187,7 +210,7 @@ HwcImage decode_image(const std::vector<uint8_t>& bytes, const std::string& name
                       " runs past the end of the data");
     }
   } else {
-    const std::string problem = jpeg_table_problem(bytes);
+    const std::string problem = JpegTables(bytes).problem();
     if (!problem.empty()) throw DataError(what + "corrupt JPEG: " + problem);
   }
   int width = 0, height = 0, channels = 0;

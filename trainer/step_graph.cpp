@@ -101,8 +101,6 @@ void StepGraph::run(const std::function<void()>& enqueue) {
   done.block(current);
 }
 
-bool StepGraph::captured() const { return impl_->captured; }
-
 #else
 
 struct StepGraph::Impl {};
@@ -113,8 +111,6 @@ StepGraph::StepGraph(const torch::Device& device, int64_t /*eager_steps*/) {
 }
 
 void StepGraph::run(const std::function<void()>& enqueue) { enqueue(); }
-
-bool StepGraph::captured() const { return false; }
 
 #endif
 

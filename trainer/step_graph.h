@@ -31,7 +31,6 @@ class StepGraph {
   // next one, and never again: from then on the captured graph is replayed. Every step runs on a side stream,
   // after the current stream's earlier work and before its later work.
   void run(const std::function<void()>& enqueue);
-  bool captured() const;
 
  private:
   struct Impl;
