@@ -9,8 +9,13 @@
 # launch/peer_bench.py, diffusers' UNet2DModel with the same architecture, trained by a plain PyTorch loop with
 # the same optimizer, batch and precision, eager and under torch.compile. Both also time ancestral sampling.
 # Prints one table with the ratios ours / peer and writes every report to $OUT (default bench_results.jsonl).
+# The shipped config's run (with and without a CUDA graph) and the peer's also profile PROFILE_STEPS steps after
+# the timed ones: the table then says where a step's time goes (launch/bench_table.py).
 # Environment: DDPM (the ddpm binary, default build/ddpm), PYTHON (a python with torch; default the venv of
-# launch/setup.sh), OUT, PEER_WHEELS (where peer_bench.py finds diffusers' wheels when it is not installed).
+# launch/setup.sh), OUT, PEER_WHEELS (where peer_bench.py finds diffusers' wheels when it is not installed),
+# PROFILE_STEPS (default 8; 0: no profiles), TRACE (a file: the shipped config's profiled steps as a Chrome trace),
+# BENCH_PART (all, the default; ours: ddpm's rows only; peer: the peer's only, added to the reports already in
+# $OUT: a run split over two commands, as launch/gpu_session.sh does; the table shows the rows there are).
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODE="${1:-cpu}"
@@ -18,6 +23,10 @@ DDPM="${DDPM:-$REPO_ROOT/build/ddpm}"
 PYTHON="${PYTHON:-${DDPM_TORCH_ENV:-$HOME/.cache/ddpm/torch-2.11.0}/bin/python}"
 [[ -x "$PYTHON" ]] || PYTHON=python3
 OUT="${OUT:-$REPO_ROOT/bench_results.jsonl}"
+PROFILE_STEPS="${PROFILE_STEPS:-8}"
+PROFILE=(--profile-steps "$PROFILE_STEPS")
+PART="${BENCH_PART:-all}"
+[[ "$PART" =~ ^(all|ours|peer)$ ]] || { echo "bench.sh: BENCH_PART must be all, ours or peer, not '$PART'" >&2; exit 2; }
 [[ -f "$REPO_ROOT/launch/env.sh" ]] && source "$REPO_ROOT/launch/env.sh"
 
 case "$MODE" in
@@ -61,13 +70,15 @@ esac
 # The shipped config's speed options, which "ours" runs with and the peer copies.
 PRECISION="$("$DDPM" config --config "$CONFIG" | sed -n 's/^  precision: \([a-z0-9]*\).*/\1/p')"
 CHANNELS_LAST="$("$DDPM" config --config "$CONFIG" | sed -n 's/^  channels_last: \([a-z]*\).*/\1/p')"
-: >"$OUT"
+[[ "$PART" == peer ]] || : >"$OUT"
 
 ours() {  # ours NAME [--set ...]: one ddpm bench run, its JSON report appended to $OUT with a name
   local name="$1" report
   shift
   echo "== ddpm: $name" >&2
-  report="$("$DDPM" bench --config "$CONFIG" "${SETS[@]}" "$@" --warmup "$WARMUP" --steps "$STEPS" | tail -n 1)"
+  # A row that fails (its output is above) is a row of the table that says so, not the end of the job.
+  report="$("$DDPM" bench --config "$CONFIG" "${SETS[@]}" "$@" --warmup "$WARMUP" --steps "$STEPS" | tail -n 1)" ||
+    report="{\"error\": \"ddpm bench exited $?\"}"
   echo "{\"name\": \"ddpm $name\", \"report\": $report}" >>"$OUT"
 }
 
@@ -78,67 +89,32 @@ peer() {  # peer NAME MODE: one peer_bench.py run
   echo "== peer: $name" >&2
   report="$("$PYTHON" "$REPO_ROOT/launch/peer_bench.py" "${PEER_MODEL[@]}" --batch "$BATCH" --precision "$PRECISION" \
     "${flags[@]}" --mode "$mode" --steps "$STEPS" --warmup "$WARMUP" --sample-batch "$SAMPLE_BATCH" \
-    --sample-steps "$SAMPLE_STEPS" | tail -n 1)"
+    --sample-steps "$SAMPLE_STEPS" "${PROFILE[@]}" | tail -n 1)" || report="{\"error\": \"peer_bench.py exited $?\"}"
   echo "{\"name\": \"$name\", \"report\": $report}" >>"$OUT"
 }
 
-BASE=(--set train.precision=fp32 --set train.channels_last=false --set train.fused_adam=false)
-ours "baseline (fp32, NCHW, per-tensor Adam)" "${BASE[@]}"
-ours "+ bf16 autocast" "${BASE[@]}" --set train.precision=bf16
-ours "+ channels-last" "${BASE[@]}" --set train.channels_last=true
-ours "+ fused Adam" "${BASE[@]}" --set train.fused_adam=true
-ours "as shipped ($PRECISION$([[ $CHANNELS_LAST == true ]] && echo ', channels-last'), fused Adam)" \
-  --sample-batch "$SAMPLE_BATCH" --sample-steps "$SAMPLE_STEPS"
-# World size 1 with the gradients all-reduced all the same (buckets, hooks, the communicator): what the
-# communication path costs when there is nothing to communicate (target on GPUs: >= 99% of the row above).
-if [[ "$MODE" == gpu ]]; then
-  ours "as shipped, NCCL all-reduce at world size 1" --set distributed.backend=nccl --set distributed.always_reduce=true
-  # The whole step captured once and replayed (one launch a step instead of ~2000): GPUs only.
-  ours "as shipped + CUDA graph" --set train.cuda_graph=true --sample-batch "$SAMPLE_BATCH" --sample-steps "$SAMPLE_STEPS"
-else
-  ours "as shipped, MPI all-reduce at world size 1" --set distributed.backend=mpi --set distributed.always_reduce=true
+if [[ "$PART" != peer ]]; then
+  BASE=(--set train.precision=fp32 --set train.channels_last=false --set train.fused_adam=false)
+  ours "baseline (fp32, NCHW, per-tensor Adam)" "${BASE[@]}"
+  ours "+ bf16 autocast" "${BASE[@]}" --set train.precision=bf16
+  ours "+ channels-last" "${BASE[@]}" --set train.channels_last=true
+  ours "+ fused Adam" "${BASE[@]}" --set train.fused_adam=true
+  ours "as shipped ($PRECISION$([[ $CHANNELS_LAST == true ]] && echo ', channels-last'), fused Adam)" \
+    --sample-batch "$SAMPLE_BATCH" --sample-steps "$SAMPLE_STEPS" "${PROFILE[@]}" ${TRACE:+--trace "$TRACE"}
+  # World size 1 with the gradients all-reduced all the same (buckets, hooks, the communicator): what the
+  # communication path costs when there is nothing to communicate (target on GPUs: >= 99% of the row above).
+  if [[ "$MODE" == gpu ]]; then
+    ours "as shipped, NCCL all-reduce at world size 1" --set distributed.backend=nccl --set distributed.always_reduce=true
+    # The whole step captured once and replayed (one launch a step instead of ~2000): GPUs only.
+    ours "as shipped + CUDA graph" --set train.cuda_graph=true --sample-batch "$SAMPLE_BATCH" --sample-steps "$SAMPLE_STEPS" \
+      "${PROFILE[@]}"
+  else
+    ours "as shipped, MPI all-reduce at world size 1" --set distributed.backend=mpi --set distributed.always_reduce=true
+  fi
 fi
-peer "diffusers eager" eager
-peer "diffusers torch.compile" compile
+if [[ "$PART" != ours ]]; then
+  peer "diffusers eager" eager
+  peer "diffusers torch.compile" compile
+fi
 
-"$PYTHON" - "$OUT" <<'EOF'
-import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-def get(r, *keys):
-    for k in keys:
-        if k in r["report"]:
-            return r["report"][k]
-    return None
-print(f"\n{'run':<52} {'img/s':>9} {'ms/step':>8} {'fwd':>7} {'bwd':>7} {'comm':>6} {'opt':>6} {'graph':>7} {'mem GiB':>8} {'MFU':>6} {'sample img/s':>12}")
-for r in rows:
-    rep = r["report"]
-    ph = rep.get("phase_ms", {})
-    f = lambda v, fmt: (fmt % v) if isinstance(v, (int, float)) else "-"
-    print(f"{r['name']:<52} {f(rep.get('images_per_second'), '%.1f'):>9} {f(rep.get('ms_per_step'), '%.2f'):>8} "
-          f"{f(ph.get('forward'), '%.2f'):>7} {f(ph.get('backward'), '%.2f'):>7} {f(ph.get('communication'), '%.2f'):>6} "
-          f"{f(ph.get('optimizer'), '%.2f'):>6} {f(ph.get('captured_step') or None, '%.2f'):>7} "
-          f"{f((rep.get('peak_memory_bytes') or 0) / 2**30, '%.2f'):>8} "
-          f"{f(rep.get('mfu'), '%.3f'):>6} {f(rep.get('sampling_images_per_second'), '%.2f'):>12}")
-ours = next(r for r in rows if r["name"].startswith("ddpm as shipped"))["report"]
-for r in rows:
-    if r["name"].startswith("diffusers"):
-        p = r["report"]
-        line = f"ours / {r['name']}: training {ours['images_per_second'] / p['images_per_second']:.2f}x"
-        if p.get("sampling_images_per_second") and ours.get("sampling_images_per_second"):
-            line += f", sampling {ours['sampling_images_per_second'] / p['sampling_images_per_second']:.2f}x"
-        print(line)
-graphed = next((r for r in rows if r["name"].endswith("+ CUDA graph")), None)
-if graphed:
-    for r in rows:
-        if r["name"].startswith("diffusers"):
-            print(f"ours + CUDA graph / {r['name']}: training "
-                  f"{graphed['report']['images_per_second'] / r['report']['images_per_second']:.2f}x"
-                  + (f", sampling {graphed['report']['sampling_images_per_second'] / r['report']['sampling_images_per_second']:.2f}x"
-                     if graphed["report"].get("sampling_images_per_second") and r["report"].get("sampling_images_per_second") else ""))
-reduced = next((r for r in rows if "all-reduce at world size 1" in r["name"]), None)
-if reduced:
-    print(f"{reduced['name']} / as shipped: {reduced['report']['images_per_second'] / ours['images_per_second']:.3f}")
-print(f"FLOPs per image, forward: ours {ours.get('forward_flops_per_image', 0) / 1e9:.3f} G (counted from the layers), "
-      f"PyTorch's FlopCounterMode on the peer {rows[-1]['report'].get('forward_flops_per_image', 0) / 1e9:.3f} G")
-print(f"device: {ours['device_name']}; {ours['impl']}; peer: {rows[-1]['report'].get('impl', '?')}, torch {rows[-1]['report'].get('torch_version', '?')}")
-EOF
+"$PYTHON" "$REPO_ROOT/launch/bench_table.py" "$OUT"

@@ -3,18 +3,25 @@
 #   1. unpack the Debian packages carried in .cache/gpu/debs into a prefix (dpkg -x, not into /);
 #   2. build ddpm there against the machine's LibTorch (python3's torch) and NCCL (its nvidia-nccl wheel), unless
 #      .cache/gpu/bin holds binaries prepare_gpu_session.sh built here against the same torch version that run;
-#   3. the checks only a GPU can run (launch/gpu_check.sh), unless GPU_SESSION_CHECKS=0;
-#   4. the benchmark against the PyTorch peer (launch/bench.sh gpu), unless GPU_SESSION_BENCH=0.
-# Here first: bash launch/prepare_gpu_session.sh. Then with the device tool: carry [".cache/gpu"], command
-# "bash launch/gpu_session.sh", timeout_s 600. A command may run 10 minutes at most, and the whole may not fit:
-# then split it over two calls on the same warm machine (it keeps build-gpu/, so the second builds nothing):
-# "GPU_SESSION_BENCH=0 bash launch/gpu_session.sh", then "GPU_SESSION_CHECKS=0 bash launch/gpu_session.sh".
-# What it prints goes to $OUT/gpu_session.log as well, the benchmark's reports to $OUT/bench_results.jsonl.
+#   3. the checks only a GPU can run (launch/gpu_check.sh);
+#   4. the benchmark against the PyTorch peer (launch/bench.sh gpu), with profiles of ours and the peer's steps.
+# Here first: bash launch/prepare_gpu_session.sh. Then with the device tool, carry [".cache/gpu"], timeout_s 600,
+# in two commands on the same warm machine (one command may run 10 minutes; the whole takes about that):
+#   "GPU_SESSION_PART=1 bash launch/gpu_session.sh"   steps 1-3 and ddpm's benchmark rows
+#   "GPU_SESSION_PART=2 bash launch/gpu_session.sh"   the peer's rows (torch.compile's compilation is most of
+#                                                     it), added to part 1's, and the whole table
+# (GPU_SESSION_PART=all, the default, does both in one.) Part 1 keeps its reports in .cache/gpu-results, which
+# stays on the machine between commands; where part 2 runs on a fresh machine, copy part 1's
+# bench_results.jsonl there first (it is carried with .cache/gpu when put at .cache/gpu/bench_results.jsonl).
+# What it prints goes to $OUT/gpu_session.log as well, the benchmark's reports to $OUT/bench_results.jsonl (row
+# by row, so a command stopped at its limit still returns the rows done), the profiled steps of ddpm's shipped
+# config as a Chrome trace to $OUT/trace_ddpm.json.gz.
 #   GPU_SESSION_PREFIX  where the packages are unpacked (default /tmp/ddpm-prefix)
 #   GPU_SESSION_BUILD   build folder (default build-gpu)
 #   GPU_SESSION_DRY=1   steps 1 and 2 only (prepare_gpu_session.sh runs it here, to check the relocated build
 #                       and to make .cache/gpu/bin: GPU_SESSION_EXPORT names that folder)
 #   GPU_SESSION_BUILD_ANYWAY=1  build even when .cache/gpu/bin would do
+#   GPU_SESSION_CHECK_LIMIT  seconds the checks may take before they are stopped (default 240)
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARRIED="$REPO_ROOT/.cache/gpu"
@@ -82,14 +89,33 @@ fi
 if [[ "${GPU_SESSION_DRY:-0}" == 1 ]]; then say "dry run: built; no GPU steps"; exit 0; fi
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+PART="${GPU_SESSION_PART:-all}"
+[[ "$PART" =~ ^(all|1|2)$ ]] || { echo "gpu_session: GPU_SESSION_PART must be all, 1 or 2, not '$PART'" >&2; exit 2; }
+RESULTS="$REPO_ROOT/.cache/gpu-results"
+mkdir -p "$RESULTS"
 check_rc=0
-if [[ "${GPU_SESSION_CHECKS:-1}" == 1 ]]; then
+if [[ "$PART" != 2 ]]; then
   say "GPU checks (launch/gpu_check.sh)"
-  bash "$REPO_ROOT/launch/gpu_check.sh" "$CARRIED/data/fashion-mnist" || check_rc=$?
+  timeout "${GPU_SESSION_CHECK_LIMIT:-240}" bash "$REPO_ROOT/launch/gpu_check.sh" "$CARRIED/data/fashion-mnist" || check_rc=$?
+  say "GPU checks: exit $check_rc"
 fi
-if [[ "${GPU_SESSION_BENCH:-1}" == 1 ]]; then
-  say "benchmark (launch/bench.sh gpu)"
-  OUT="$OUT/bench_results.jsonl" PEER_WHEELS="$CARRIED/wheels" PYTHON="$PYTHON" bash "$REPO_ROOT/launch/bench.sh" gpu
+bench_part=all
+[[ "$PART" == 1 ]] && bench_part=ours
+if [[ "$PART" == 2 ]]; then
+  bench_part=peer
+  if [[ -f "$RESULTS/bench_results.jsonl" ]]; then cp "$RESULTS/bench_results.jsonl" "$OUT/bench_results.jsonl"
+  elif [[ -f "$CARRIED/bench_results.jsonl" ]]; then cp "$CARRIED/bench_results.jsonl" "$OUT/bench_results.jsonl"
+  else say "no reports of part 1 here: the table will hold the peer's rows alone"; : >"$OUT/bench_results.jsonl"
+  fi
 fi
-say "done (GPU checks exit $check_rc)"
-exit $check_rc
+say "benchmark (launch/bench.sh gpu, BENCH_PART=$bench_part)"
+trace=()
+[[ "$bench_part" != peer ]] && trace=(TRACE="$RESULTS/trace_ddpm.json")
+bench_rc=0
+env OUT="$OUT/bench_results.jsonl" PEER_WHEELS="$CARRIED/wheels" PYTHON="$PYTHON" BENCH_PART="$bench_part" "${trace[@]}" \
+  bash "$REPO_ROOT/launch/bench.sh" gpu || bench_rc=$?
+cp "$OUT/bench_results.jsonl" "$RESULTS/bench_results.jsonl"
+[[ -f "$RESULTS/trace_ddpm.json" ]] && gzip -c "$RESULTS/trace_ddpm.json" >"$OUT/trace_ddpm.json.gz"
+say "done (GPU checks exit $check_rc, benchmark exit $bench_rc)"
+[[ $check_rc == 0 ]] || exit $check_rc
+exit $bench_rc

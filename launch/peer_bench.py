@@ -52,6 +52,8 @@ def parse_args():
     p.add_argument("--lr-warmup", type=int, default=5000)
     p.add_argument("--ema-rate", type=float, default=0.9999)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile-steps", type=int, default=0,
+                   help="then profile this many training steps (and sampling steps, at least 25), as ddpm bench does")
     p.add_argument("--wheels", default=os.path.join(REPO_ROOT, ".cache", "peer_wheels"))
     return p.parse_args()
 
@@ -163,6 +165,64 @@ def reset_peak_memory(torch, device):
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def summarize_profile(events, steps, top=40):
+    """ddpm's summarize_profile (trainer/profile.cpp), line for line, so the two profiles compare: per step, the
+    busy time (the union of the events' intervals over all tracks) and each name's self time (its duration less
+    that of the events nested in it on its track) and calls, the `top` largest by self time listed."""
+    events = sorted(((n, tr, s, max(e, s)) for n, tr, s, e in events), key=lambda ev: (ev[1], ev[2], -ev[3]))
+    self_ns = [float(e - s) for _, _, s, e in events]
+    open_ = []
+    for i, (_, track, start, end) in enumerate(events):
+        while open_ and (events[open_[-1]][1] != track or events[open_[-1]][3] <= start):
+            open_.pop()
+        if open_:
+            self_ns[open_[-1]] -= min(end, events[open_[-1]][3]) - start
+        open_.append(i)
+    totals = {}
+    for (name, _, _, _), own in zip(events, self_ns):
+        t = totals.setdefault(name, [0.0, 0])
+        t[0] += max(own, 0.0)
+        t[1] += 1
+    busy, covered = 0.0, 0
+    for _, _, start, end in sorted(events, key=lambda ev: ev[2]):
+        frm = max(start, covered)
+        busy += max(end - frm, 0)
+        covered = max(covered, end)
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    per_step = 1e-6 / steps
+    listed = [{"name": n if len(n) <= 200 else n[:200] + "...", "self_ms_per_step": t[0] * per_step,
+               "calls_per_step": t[1] / steps} for n, t in ranked[:top]]
+    total = sum(t[0] for t in totals.values())
+    return {"steps": steps, "events_per_step": len(events) / steps, "distinct_names": len(totals),
+            "busy_ms_per_step": busy * per_step, "self_ms_per_step": total * per_step, "top": listed,
+            "rest_self_ms_per_step": (total - sum(t[0] for _, t in ranked[:top])) * per_step}
+
+
+def profile(torch, device, run, steps, timed_ms_per_step):
+    """Runs `run` (which does `steps` steps) under PyTorch's profiler, as ddpm's Profiler does: the device's
+    kernels, copies and fills on a GPU, the operators on a CPU; then its summary against the timed step."""
+    import warnings
+    from torch.profiler import ProfilerActivity
+    warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        run()
+        Timer(device).sync()
+    wanted = torch.autograd.DeviceType.CUDA if device.type == "cuda" else torch.autograd.DeviceType.CPU
+    events = []
+    for e in prof.profiler.kineto_results.events():
+        if e.device_type() != wanted or e.is_user_annotation():
+            continue
+        if device.type == "cpu" and e.is_async():
+            continue
+        track = e.device_resource_id() if device.type == "cuda" else e.start_thread_id()
+        events.append((e.name(), track, e.start_ns(), e.end_ns()))
+    summary = summarize_profile(events, steps)
+    summary["timed_ms_per_step"] = timed_ms_per_step
+    summary["busy_share_of_timed_step"] = summary["busy_ms_per_step"] / timed_ms_per_step
+    return summary
+
+
 def forward_flops_per_image(torch, model, args, device):
     """FLOPs of one forward pass per image as PyTorch counts them (matmuls, convolutions, attention): the check
     of the count ddpm makes from its layers. Attention runs through the math backend here, whose batched matmuls
@@ -246,6 +306,12 @@ def main():
         "achieved_tflops": 3.0 * flops * images_per_second / 1e12,
     }
 
+    if args.profile_steps > 0:
+        def profiled_steps():
+            for _ in range(args.profile_steps):
+                train_step()
+        report["profile"] = profile(torch, device, profiled_steps, args.profile_steps, report["ms_per_step"])
+
     if args.sample_batch > 0:
         report.update(sampling_figures(torch, net, model, args, device, autocast, memory_format))
 
@@ -261,6 +327,7 @@ def main():
         "mode": args.mode,
         "warmup": args.warmup,
         "steps": args.steps,
+        "profile_steps": args.profile_steps,
     })
     print(json.dumps(report))
 
@@ -291,13 +358,19 @@ def sampling_figures(torch, net, model, args, device, autocast, memory_format):
         reset_peak_memory(torch, device)
         with Timer(device) as timed:
             sample(args.sample_steps)
-    return {
+    out = {
         "sampling_images_per_second": args.sample_batch / timed.seconds,
         "sampling_seconds": timed.seconds,
         "sample_batch": args.sample_batch,
         "sample_steps": args.sample_steps,
         "sampling_peak_memory_bytes": peak_memory(torch, device),
     }
+    if args.profile_steps > 0:
+        steps = min(max(args.profile_steps, 25), args.sample_steps)  # as many as ddpm bench profiles
+        with torch.inference_mode():
+            out["sampling_profile"] = profile(torch, device, lambda: sample(steps), steps,
+                                              1000.0 * timed.seconds / args.sample_steps)
+    return out
 
 
 if __name__ == "__main__":

@@ -69,6 +69,30 @@ assert abs(r["decoder_bpd"] - r["per_t_bpd"][0]) < 1e-12
 assert 0 < r["prior_bpd"] < 1e-2
 ' "$WORK/report.json"
 
+# The benchmark with a profile: the figures, and a profile that names the work the step does.
+expect 0 '"images_per_second"' "$DDPM" bench "${COMMON[@]}" --warmup 1 --steps 2 --profile-steps 2 --sample-batch 2 \
+  --sample-steps 25 --output "$WORK/bench.json" --trace "$WORK/trace.json"
+check "bench report with training and sampling profiles" python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["images_per_second"] > 0 and r["profile_steps"] == 2 and r["sampling_images_per_second"] > 0, r
+train, sample = r["profile"], r["sampling_profile"]
+assert train["steps"] == 2 and sample["steps"] == 25, (train["steps"], sample["steps"])
+names = lambda p: {e["name"] for e in p["top"]}
+# Backward convolutions and the fused attention kernel in training; no backward at all in sampling.
+assert {"aten::convolution_backward", "aten::_scaled_dot_product_flash_attention_for_cpu_backward"} <= names(train), names(train)
+assert "aten::_scaled_dot_product_attention_math" not in names(train) | names(sample)
+assert "aten::mkldnn_convolution" in names(sample) and not any("backward" in n for n in names(sample)), names(sample)
+for p in (train, sample):
+    assert 0 < p["self_ms_per_step"] and 0 < p["busy_ms_per_step"] and 0.2 < p["busy_share_of_timed_step"] < 3, p
+    assert abs(sum(e["self_ms_per_step"] for e in p["top"]) + p["rest_self_ms_per_step"] - p["self_ms_per_step"]) < 1e-6
+trace = json.load(open(sys.argv[2]))
+assert any(e.get("name") == "aten::convolution_backward" for e in trace["traceEvents"])
+' "$WORK/bench.json" "$WORK/trace.json"
+expect 1 "\-\-trace needs \-\-profile-steps" "$DDPM" bench "${COMMON[@]}" --steps 1 --trace "$WORK/t.json"
+expect 1 "cannot write $WORK/no/dir/t.json: no directory" \
+  "$DDPM" bench "${COMMON[@]}" --steps 1 --profile-steps 1 --trace "$WORK/no/dir/t.json"
+
 # Bad input: one clear message, exit 1, nothing lost.
 cp "$WORK/run/ckpt-000000004.ddpm" "$WORK/corrupt.ddpm"
 printf 'garbage' | dd of="$WORK/corrupt.ddpm" bs=1 seek=100 conv=notrunc 2>/dev/null

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "trainer/profile.h"
 #include "trainer/unet.h"
 
 namespace {
@@ -145,4 +146,30 @@ TEST(UNet, ForwardFlopsCountedFromTheLayers) {
   // that the counter sees its matrix products), divided by its batch of 2. About 6.2 G multiply-adds per image.
   const ddpm::UNet cifar(ddpm::UNetOptions{});
   EXPECT_EQ(cifar->forward_flops(), 12'443'713'536);
+}
+
+// The attention block runs through a fused kernel in both memory formats, forward and backward: from NCHW the
+// tokens' channels are not at stride 1, and PyTorch then silently takes its unfused math path (found in a profile).
+TEST(UNet, AttentionRunsThroughTheFusedKernelInBothMemoryFormats) {
+  for (const bool channels_last : {false, true}) {
+    ddpm::AttentionBlock block(32);
+    torch::Tensor x = torch::randn({2, 32, 8, 8});
+    if (channels_last) {
+      torch::NoGradGuard no_grad;
+      for (torch::Tensor& p : block->parameters()) {
+        if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+      }
+      x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    }
+    x.requires_grad_();
+    ddpm::Profiler profiler(torch::Device(torch::kCPU));
+    block(x).sum().backward();
+    const nlohmann::json summary = ddpm::summarize_profile(profiler.stop(), 1, /*top=*/1000);
+    std::vector<std::string> names;
+    for (const nlohmann::json& entry : summary["top"]) names.push_back(entry["name"]);
+    const auto ran = [&](const std::string& op) { return std::find(names.begin(), names.end(), op) != names.end(); };
+    EXPECT_TRUE(ran("aten::_scaled_dot_product_flash_attention_for_cpu")) << "channels_last " << channels_last;
+    EXPECT_TRUE(ran("aten::_scaled_dot_product_flash_attention_for_cpu_backward")) << "channels_last " << channels_last;
+    EXPECT_FALSE(ran("aten::_scaled_dot_product_attention_math")) << "channels_last " << channels_last;
+  }
 }

@@ -12,6 +12,7 @@
 #include "trainer/builders.h"
 #include "trainer/inference.h"
 #include "trainer/phase_timer.h"
+#include "trainer/profile.h"
 #include "trainer/trainer.h"
 #ifdef DDPM_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -81,6 +82,30 @@ double matmul_flops_per_second(const torch::Device& device, torch::ScalarType dt
   return best;
 }
 
+// The profile's own figures, plus its busy time against the step as timed without the profiler (whose host-side
+// bookkeeping lengthens the profiled steps, not the device's work): a GPU busy for much less than the timed step
+// waits on the host (launches, synchronization), one busy throughout is bound by its kernels.
+nlohmann::json with_timed_step(nlohmann::json profile, double timed_ms_per_step) {
+  profile["timed_ms_per_step"] = timed_ms_per_step;
+  profile["busy_share_of_timed_step"] = profile["busy_ms_per_step"].get<double>() / timed_ms_per_step;
+  return profile;
+}
+
+// Last of all, in a trainer of its own warmed up as the timed one was: no figure of the report is taken in this
+// process after the profiler has run (CUPTI, once attached, may tax later launches). Every rank profiles (the
+// steps are collective); rank 0 alone writes the trace.
+nlohmann::json profile_training(const Config& config, const MpiContext& mpi, const torch::Device& device,
+                                const BenchOptions& options, double timed_ms_per_step) {
+  Trainer trainer(config, mpi, device);
+  trainer.run_steps(options.warmup);
+  trainer.synchronize();
+  Profiler profiler(device);
+  trainer.run_steps(options.profile_steps);
+  trainer.synchronize();
+  const std::string trace = mpi.rank() == 0 ? options.trace : "";
+  return with_timed_step(summarize_profile(profiler.stop(trace), options.profile_steps), timed_ms_per_step);
+}
+
 nlohmann::json training_figures(Trainer& trainer, const Config& config, const MpiContext& mpi,
                                 const torch::Device& device, const BenchOptions& options) {
   trainer.run_steps(options.warmup);
@@ -135,11 +160,25 @@ nlohmann::json sampling_figures(const Config& config, const torch::Device& devic
   sample_images(loaded.model, diffusion, options.sample_batch, 1, options.sample_batch, device, sampler);
   device_synchronize(device);
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  return {{"sampling_images_per_second", static_cast<double>(options.sample_batch) / seconds},
-          {"sampling_seconds", seconds},
-          {"sample_batch", options.sample_batch},
-          {"sample_steps", sampling.diffusion.timesteps},
-          {"sampling_peak_memory_bytes", peak_memory(device)}};
+  nlohmann::json out = {{"sampling_images_per_second", static_cast<double>(options.sample_batch) / seconds},
+                        {"sampling_seconds", seconds},
+                        {"sample_batch", options.sample_batch},
+                        {"sample_steps", sampling.diffusion.timesteps},
+                        {"sampling_peak_memory_bytes", peak_memory(device)}};
+  // Not with CUDA graphs: a short run would capture a graph of its own, and its eager warm-up steps and the
+  // capture would be profiled with the replays. The training profile covers the graphed step.
+  if (options.profile_steps > 0 && !(config.train.cuda_graph && device.is_cuda())) {
+    // At least the warm-up's 25 steps: a linear schedule stretched over fewer has β_T > 1.
+    Config few = sampling;
+    few.diffusion.timesteps = std::max<int64_t>(options.profile_steps, warm.diffusion.timesteps);
+    const GaussianDiffusion profiled = make_diffusion(few).to(device);
+    Profiler profiler(device);
+    sample_images(loaded.model, profiled, options.sample_batch, 1, options.sample_batch, device, sampler);
+    device_synchronize(device);
+    out["sampling_profile"] = with_timed_step(summarize_profile(profiler.stop(), few.diffusion.timesteps),
+                                              1000.0 * seconds / static_cast<double>(sampling.diffusion.timesteps));
+  }
+  return out;
 }
 
 }  // namespace
@@ -159,6 +198,11 @@ std::string run_bench(const Config& config, const MpiContext& mpi, const torch::
   }
   if (mpi.rank() == 0) fs::remove_all(dir);
   if (options.sample_batch > 0 && mpi.rank() == 0) report.update(sampling_figures(bench, device, options));
+  if (options.profile_steps > 0) {
+    bench.run.dir = dir.string() + "-profile";
+    report["profile"] = profile_training(bench, mpi, device, options, report["ms_per_step"].get<double>());
+    if (mpi.rank() == 0) fs::remove_all(bench.run.dir);
+  }
   report["impl"] = "ddpm 0.1.0 (C++, LibTorch " TORCH_VERSION ")";
   report["device"] = device.str();
   report["device_name"] = device_name(device);
@@ -170,6 +214,7 @@ std::string run_bench(const Config& config, const MpiContext& mpi, const torch::
   report["backend"] = config.distributed.backend;
   report["warmup"] = options.warmup;
   report["steps"] = options.steps;
+  report["profile_steps"] = options.profile_steps;
   return mpi.rank() == 0 ? report.dump() : "";
 }
 

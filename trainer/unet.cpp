@@ -89,8 +89,10 @@ AttentionBlockImpl::AttentionBlockImpl(int64_t channels)
 torch::Tensor AttentionBlockImpl::forward(const torch::Tensor& x) {
   const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
   const torch::Tensor h = norm_(x);
-  // [B, C, H, W] → [B, 1 head, HW, C]; the fused kernel scales by 1/√C as the reference does.
-  const auto tokens = [&](const torch::Tensor& t) { return t.flatten(2).transpose(1, 2).unsqueeze(1); };
+  // [B, C, H, W] → [B, 1 head, HW, C]; the fused kernel scales by 1/√C as the reference does. The fused kernels
+  // (flash, memory-efficient; CUDA's and the CPU's) need the channels at stride 1, which channels-last has as
+  // it is; from NCHW it takes a copy, else PyTorch falls back to the unfused math path (a profile showed it).
+  const auto tokens = [&](const torch::Tensor& t) { return t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous(); };
   const torch::Tensor attended =
       at::scaled_dot_product_attention(tokens(q_(h)), tokens(k_(h)), tokens(v_(h)));
   const torch::Tensor out = attended.squeeze(1).transpose(1, 2).reshape({batch, channels, height, width});

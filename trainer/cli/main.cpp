@@ -190,6 +190,10 @@ struct BenchArgs {
 int run_bench(const ConfigArgs& args, const BenchArgs& bench, const ddpm::MpiContext& mpi) {
   const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
   if (mpi.rank() == 0 && !bench.output.empty()) check_writable(bench.output);
+  if (!bench.options.trace.empty()) {
+    if (bench.options.profile_steps == 0) throw std::runtime_error("--trace needs --profile-steps N (N > 0): the steps to trace");
+    check_writable(bench.options.trace);
+  }
   const torch::Device device = ddpm::select_device(config, mpi.local_rank());
   if (mpi.rank() == 0) {
     std::cout << "benchmark of " << args.path << " on " << mpi.world_size() << " rank(s), " << device.str() << ": "
@@ -258,6 +262,10 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--sample-steps", bench.options.sample_steps, "Sampling steps (0: diffusion.timesteps)")
       ->check(at_least(0));
   bench_cmd->add_option("--output", bench.output, "Also write the JSON report here");
+  bench_cmd->add_option("--profile-steps", bench.options.profile_steps,
+                        "Then profile this many steps (and sampling steps): busy time, kernels/operators by self time")
+      ->check(at_least(0));
+  bench_cmd->add_option("--trace", bench.options.trace, "With --profile-steps: write the training steps' trace here (Chrome format)");
 
   // CLI11 only says "A subcommand is required" for a mistyped one: name it.
   const auto is_subcommand = [&app](const std::string& name) {
