@@ -14,6 +14,7 @@
 # Environment: DDPM (the ddpm binary, default build/ddpm), PYTHON (a python with torch; default the venv of
 # launch/setup.sh), OUT, PEER_WHEELS (where peer_bench.py finds diffusers' wheels when it is not installed),
 # PROFILE_STEPS (default 8; 0: no profiles), TRACE (a file: the shipped config's profiled steps as a Chrome trace),
+# BENCH_MIRROR (a file every report line is appended to as well),
 # BENCH_PART (all, the default; ours: ddpm's rows only; peer: the peer's only, added to the reports already in
 # $OUT: a run split over two commands, as launch/gpu_session.sh does; the table shows the rows there are).
 set -euo pipefail
@@ -25,6 +26,8 @@ PYTHON="${PYTHON:-${DDPM_TORCH_ENV:-$HOME/.cache/ddpm/torch-2.11.0}/bin/python}"
 OUT="${OUT:-$REPO_ROOT/bench_results.jsonl}"
 PROFILE_STEPS="${PROFILE_STEPS:-8}"
 PROFILE=(--profile-steps "$PROFILE_STEPS")
+TRACE_ARGS=()
+if [[ -n "${TRACE:-}" && "$PROFILE_STEPS" != 0 ]]; then TRACE_ARGS=(--trace "$TRACE"); fi
 PART="${BENCH_PART:-all}"
 [[ "$PART" =~ ^(all|ours|peer)$ ]] || { echo "bench.sh: BENCH_PART must be all, ours or peer, not '$PART'" >&2; exit 2; }
 [[ -f "$REPO_ROOT/launch/env.sh" ]] && source "$REPO_ROOT/launch/env.sh"
@@ -72,6 +75,11 @@ PRECISION="$("$DDPM" config --config "$CONFIG" | sed -n 's/^  precision: \([a-z0
 CHANNELS_LAST="$("$DDPM" config --config "$CONFIG" | sed -n 's/^  channels_last: \([a-z]*\).*/\1/p')"
 [[ "$PART" == peer ]] || : >"$OUT"
 
+row() {  # row JSON: one report line into $OUT (and $BENCH_MIRROR)
+  echo "$1" >>"$OUT"
+  if [[ -n "${BENCH_MIRROR:-}" ]]; then echo "$1" >>"$BENCH_MIRROR"; fi
+}
+
 ours() {  # ours NAME [--set ...]: one ddpm bench run, its JSON report appended to $OUT with a name
   local name="$1" report
   shift
@@ -79,7 +87,7 @@ ours() {  # ours NAME [--set ...]: one ddpm bench run, its JSON report appended 
   # A row that fails (its output is above) is a row of the table that says so, not the end of the job.
   report="$("$DDPM" bench --config "$CONFIG" "${SETS[@]}" "$@" --warmup "$WARMUP" --steps "$STEPS" | tail -n 1)" ||
     report="{\"error\": \"ddpm bench exited $?\"}"
-  echo "{\"name\": \"ddpm $name\", \"report\": $report}" >>"$OUT"
+  row "{\"name\": \"ddpm $name\", \"report\": $report}"
 }
 
 peer() {  # peer NAME MODE: one peer_bench.py run
@@ -90,7 +98,7 @@ peer() {  # peer NAME MODE: one peer_bench.py run
   report="$("$PYTHON" "$REPO_ROOT/launch/peer_bench.py" "${PEER_MODEL[@]}" --batch "$BATCH" --precision "$PRECISION" \
     "${flags[@]}" --mode "$mode" --steps "$STEPS" --warmup "$WARMUP" --sample-batch "$SAMPLE_BATCH" \
     --sample-steps "$SAMPLE_STEPS" "${PROFILE[@]}" | tail -n 1)" || report="{\"error\": \"peer_bench.py exited $?\"}"
-  echo "{\"name\": \"$name\", \"report\": $report}" >>"$OUT"
+  row "{\"name\": \"$name\", \"report\": $report}"
 }
 
 if [[ "$PART" != peer ]]; then
@@ -100,7 +108,7 @@ if [[ "$PART" != peer ]]; then
   ours "+ channels-last" "${BASE[@]}" --set train.channels_last=true
   ours "+ fused Adam" "${BASE[@]}" --set train.fused_adam=true
   ours "as shipped ($PRECISION$([[ $CHANNELS_LAST == true ]] && echo ', channels-last'), fused Adam)" \
-    --sample-batch "$SAMPLE_BATCH" --sample-steps "$SAMPLE_STEPS" "${PROFILE[@]}" ${TRACE:+--trace "$TRACE"}
+    --sample-batch "$SAMPLE_BATCH" --sample-steps "$SAMPLE_STEPS" "${PROFILE[@]}" "${TRACE_ARGS[@]}"
   # World size 1 with the gradients all-reduced all the same (buckets, hooks, the communicator): what the
   # communication path costs when there is nothing to communicate (target on GPUs: >= 99% of the row above).
   if [[ "$MODE" == gpu ]]; then

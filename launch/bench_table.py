@@ -15,15 +15,17 @@ import sys
 # Kinds of kernel (GPU: cuDNN, cuBLAS, CUTLASS, PyTorch's own, Triton's from torch.compile, NCCL) or operator
 # (CPU: aten::), by name; the first pattern that matches wins.
 KINDS = [
-    ("comm", r"nccl|all_?reduce|broadcast"),
+    ("comm", r"nccl|all_?reduce|c10d"),
     # On a CPU, torch.compile's generated C++ runs inside these records, not as aten:: operators.
     ("compiled", r"CompiledFxGraph|Torch-Compiled Region|TorchDynamo"),
     ("attention", r"flash|fmha|attention|sdpa|softmax"),
-    ("norm", r"norm|rowwisemoments|fusedparams|gammabeta"),
+    ("norm", r"norm(?!al)|rowwisemoments|fusedparams|gammabeta"),
     ("optimizer", r"adam|multi_tensor|foreach|lerp"),
     ("copy/layout", r"memcpy|memset|nchwtonhwc|nhwctonchw|copy|fill|cat_|\bcat\b|contiguous|transpose|clone"),
+    # Inductor names its fused pointwise kernels after every op fused in, convolution's epilogue included.
+    ("elementwise", r"triton_(poi|red|per)_"),
     ("matmul/conv", r"gemm|conv|cutlass|xmma|cudnn|wgrad|dgrad|fprop|mkldnn|aten::(mm|addmm|bmm|matmul|linear)$|triton_tem"),
-    ("elementwise", r"elementwise|vectorized|reduce|triton_(poi|red|per)|silu|add|mul|sub|div|where|sum|mean|mse|pow|exp|sqrt|randn|normal|uniform|index"),
+    ("elementwise", r"elementwise|vectorized|reduce|silu|add|mul|sub|div|where|sum|mean|mse|pow|exp|sqrt|randn|normal|uniform|index"),
 ]
 
 
@@ -56,7 +58,7 @@ def figures_table(rows):
 
 
 def ratio_lines(rows):
-    ours = next((r["report"] for r in rows if r["name"].startswith("ddpm as shipped")), None)
+    ours = next((r["report"] for r in rows if r["name"].startswith("ddpm as shipped (")), None)
     peers = [r for r in rows if r["name"].startswith("diffusers")]
     if ours is None:  # the peer's half of a split run alone
         return
@@ -90,7 +92,7 @@ def profile_tables(rows, key, title, flops_per_step):
     profiled = [r for r in rows if key in r["report"]]
     if not profiled:
         return
-    columns = [k for k, _ in KINDS] + ["other", "unlisted"]
+    columns = list(dict.fromkeys(k for k, _ in KINDS)) + ["other", "unlisted"]
     print(f"\n{title}, ms per step ({profiled[0]['report'][key]['steps']} profiled steps). timed: the step without the "
           f"profiler; busy: the device's (GPU) or the operators' (CPU)\nbusy time, and its share of timed; events: "
           f"kernels (GPU) or operators (CPU) per step; then the self time by kind of kernel or operator.")

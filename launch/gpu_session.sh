@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything the GPU machine is for, as one command, since a task drawn for it gets minutes of device time:
+# Everything the GPU machine is for, in one or two commands, since a task drawn for it gets minutes of device time:
 #   1. unpack the Debian packages carried in .cache/gpu/debs into a prefix (dpkg -x, not into /);
 #   2. build ddpm there against the machine's LibTorch (python3's torch) and NCCL (its nvidia-nccl wheel), unless
 #      .cache/gpu/bin holds binaries prepare_gpu_session.sh built here against the same torch version that run;
@@ -12,7 +12,8 @@
 #                                                     it), added to part 1's, and the whole table
 # (GPU_SESSION_PART=all, the default, does both in one.) Part 1 keeps its reports in .cache/gpu-results, which
 # stays on the machine between commands; where part 2 runs on a fresh machine, copy part 1's
-# bench_results.jsonl there first (it is carried with .cache/gpu when put at .cache/gpu/bench_results.jsonl).
+# bench_results.jsonl there first: put at .cache/gpu/bench_results.jsonl, it travels with .cache/gpu (and wins
+# over a file kept on the machine). A part 2 run again replaces the peer's rows, it does not add them twice.
 # What it prints goes to $OUT/gpu_session.log as well, the benchmark's reports to $OUT/bench_results.jsonl (row
 # by row, so a command stopped at its limit still returns the rows done), the profiled steps of ddpm's shipped
 # config as a Chrome trace to $OUT/trace_ddpm.json.gz.
@@ -101,21 +102,30 @@ if [[ "$PART" != 2 ]]; then
 fi
 bench_part=all
 [[ "$PART" == 1 ]] && bench_part=ours
+saved="$RESULTS/bench_results.jsonl"  # part 1's rows, for part 2
+mirror=()
 if [[ "$PART" == 2 ]]; then
   bench_part=peer
-  if [[ -f "$RESULTS/bench_results.jsonl" ]]; then cp "$RESULTS/bench_results.jsonl" "$OUT/bench_results.jsonl"
-  elif [[ -f "$CARRIED/bench_results.jsonl" ]]; then cp "$CARRIED/bench_results.jsonl" "$OUT/bench_results.jsonl"
+  # A file copied here on purpose wins over one left on this machine; the peer's rows of an earlier part 2 go.
+  from=""
+  for candidate in "$CARRIED/bench_results.jsonl" "$saved"; do [[ -f "$candidate" ]] && { from="$candidate"; break; }; done
+  if [[ -n "$from" ]]; then grep -v '^{"name": "diffusers' "$from" >"$OUT/bench_results.jsonl" || true
   else say "no reports of part 1 here: the table will hold the peer's rows alone"; : >"$OUT/bench_results.jsonl"
   fi
+else
+  : >"$saved"
+  rm -f "$RESULTS/trace_ddpm.json"
+  mirror=(BENCH_MIRROR="$saved")  # row by row, so part 2 has them even if this command is stopped at its limit
 fi
 say "benchmark (launch/bench.sh gpu, BENCH_PART=$bench_part)"
 trace=()
 [[ "$bench_part" != peer ]] && trace=(TRACE="$RESULTS/trace_ddpm.json")
 bench_rc=0
 env OUT="$OUT/bench_results.jsonl" PEER_WHEELS="$CARRIED/wheels" PYTHON="$PYTHON" BENCH_PART="$bench_part" "${trace[@]}" \
-  bash "$REPO_ROOT/launch/bench.sh" gpu || bench_rc=$?
-cp "$OUT/bench_results.jsonl" "$RESULTS/bench_results.jsonl"
-[[ -f "$RESULTS/trace_ddpm.json" ]] && gzip -c "$RESULTS/trace_ddpm.json" >"$OUT/trace_ddpm.json.gz"
+  "${mirror[@]}" bash "$REPO_ROOT/launch/bench.sh" gpu || bench_rc=$?
+if [[ -f "$RESULTS/trace_ddpm.json" ]]; then gzip -c "$RESULTS/trace_ddpm.json" >"$OUT/trace_ddpm.json.gz"; fi
 say "done (GPU checks exit $check_rc, benchmark exit $bench_rc)"
+# 124 is what the device tool reads as its own time limit: checks stopped by theirs exit 3 instead.
+[[ $check_rc == 124 ]] && { say "the GPU checks were stopped at their limit (GPU_SESSION_CHECK_LIMIT)"; exit 3; }
 [[ $check_rc == 0 ]] || exit $check_rc
 exit $bench_rc

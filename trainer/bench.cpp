@@ -97,7 +97,8 @@ nlohmann::json with_timed_step(nlohmann::json profile, double timed_ms_per_step)
 nlohmann::json profile_training(const Config& config, const MpiContext& mpi, const torch::Device& device,
                                 const BenchOptions& options, double timed_ms_per_step) {
   Trainer trainer(config, mpi, device);
-  trainer.run_steps(options.warmup);
+  // With a CUDA graph, past its eager steps and its capture (trainer/step_graph.h): only replays are profiled.
+  trainer.run_steps(config.train.cuda_graph ? std::max<int64_t>(options.warmup, 5) : options.warmup);
   trainer.synchronize();
   Profiler profiler(device);
   trainer.run_steps(options.profile_steps);
