@@ -9,7 +9,8 @@
 #             those packages and this machine's torch, the same version as the GPU machine's), which gpu_session.sh
 #             runs instead of building when their torch version is the machine's: minutes of device time saved.
 #             PREPARE_PREBUILT=0 skips it (the build takes minutes here, longer on a fresh machine).
-# Then, with the device tool: carry [".cache/gpu"], command "bash launch/gpu_session.sh".
+# Then, with the device tool: carry [".cache/gpu"], commands "GPU_SESSION_PART=1 bash launch/gpu_session.sh" and
+# "GPU_SESSION_PART=2 bash launch/gpu_session.sh" (see there).
 # Idempotent; prints the size (the device tool carries at most 64 MiB with the checkout).
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

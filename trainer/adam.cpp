@@ -16,11 +16,7 @@ Adam::Adam(std::vector<torch::Tensor> parameters, std::vector<std::string> names
 }
 
 void Adam::zero_grad() {
-  std::vector<torch::Tensor> grads;
-  for (const torch::Tensor& p : parameters_) {
-    if (p.grad().defined()) grads.push_back(p.grad());
-  }
-  if (!grads.empty()) at::_foreach_zero_(grads);
+  for (torch::Tensor& p : parameters_) p.mutable_grad().reset();
 }
 
 void Adam::step(double lr, const torch::Tensor& skip) { take_step(lr, skip); }
