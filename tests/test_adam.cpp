@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "trainer/adam.h"
+#include "trainer/profile.h"
 
 namespace {
 
@@ -177,6 +178,25 @@ TEST(Adam, MissingOrMisshapedStateIsAClearError) {
   state = adam.state();
   state["adam/exp_avg_sq/proj.weight"] = torch::zeros({6, 5});
   EXPECT_THROW(adam.load_state(state), std::runtime_error);
+}
+
+// zero_grad drops the gradients: the next backward hands each parameter its gradient as computed, with no
+// addition into a zeroed tensor (aten::add_ under AccumulateGrad), and the values are the new gradients alone.
+TEST(Adam, ZeroGradDropsGradientsSoBackwardAccumulatesNothing) {
+  const Problem p = make_problem();
+  ddpm::Adam adam(p.params, p.names, {});
+  set_grads(p, 1);  // stale gradients a zeroing would have to clear
+  adam.zero_grad();
+  for (const torch::Tensor& t : p.params) EXPECT_FALSE(t.grad().defined());
+  ddpm::Profiler profiler(torch::Device(torch::kCPU));
+  torch::Tensor loss = torch::zeros({});
+  for (const torch::Tensor& t : p.params) loss = loss + t.pow(2).sum();  // one use of t: no sum of two branches
+  loss.backward();
+  const nlohmann::json summary = ddpm::summarize_profile(profiler.stop(), 1, /*top=*/1000);
+  for (const nlohmann::json& entry : summary["top"]) {
+    EXPECT_NE(entry["name"], "aten::add_") << "a gradient was accumulated into an existing tensor";
+  }
+  for (const torch::Tensor& t : p.params) EXPECT_TRUE(torch::equal(t.grad(), 2 * t.detach()));
 }
 
 }  // namespace
