@@ -7,8 +7,33 @@
 #include <algorithm>
 #include <numeric>
 #include <stdexcept>
+#include <string>
 
 namespace ddpm {
+
+namespace {
+
+// A dense tensor's elements as a 1-D view in the order they lie in memory; undefined when it has gaps or
+// overlapping elements. A bucket slot filled from it and viewed back with the same strides is the same tensor.
+torch::Tensor memory_order_view(const torch::Tensor& t) {
+  std::vector<int64_t> dims(static_cast<size_t>(t.dim()));
+  std::iota(dims.begin(), dims.end(), int64_t{0});
+  const c10::IntArrayRef strides = t.strides();
+  std::stable_sort(dims.begin(), dims.end(), [&](int64_t a, int64_t b) { return strides[a] > strides[b]; });
+  const torch::Tensor permuted = t.permute(dims);
+  return permuted.is_contiguous() ? permuted.view({-1}) : torch::Tensor();
+}
+
+// Same sizes and the same strides where they matter (a dimension of size 1 has no stride to speak of).
+bool same_layout(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.sizes() != b.sizes()) return false;
+  for (int64_t d = 0; d < a.dim(); ++d) {
+    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
+  }
+  return true;
+}
+
+}  // namespace
 
 std::vector<std::vector<size_t>> make_bucket_layout(const std::vector<torch::Tensor>& params,
                                                     const std::vector<size_t>& order, int64_t bucket_bytes,
@@ -39,6 +64,13 @@ GradientSynchronizer::GradientSynchronizer(std::vector<torch::Tensor> params, Co
       first_bucket_bytes_(first_bucket_bytes),
       async_thread_(comm.backend() == CommBackend::kMpi) {
   if (params_.empty()) throw std::invalid_argument("GradientSynchronizer: no parameters");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!memory_order_view(params_[i].detach()).defined()) {
+      throw std::invalid_argument("GradientSynchronizer: parameter " + std::to_string(i) + " (sizes " +
+                                  c10::str(params_[i].sizes()) + ", strides " + c10::str(params_[i].strides()) +
+                                  ") is not dense, so its gradient has no bucket slot to be a view of");
+    }
+  }
   std::vector<size_t> reverse(params_.size());
   std::iota(reverse.rbegin(), reverse.rend(), size_t{0});
   build_buckets(make_bucket_layout(params_, reverse, bucket_bytes_, first_bucket_bytes_));
@@ -92,34 +124,71 @@ void GradientSynchronizer::begin() {
   active_ = true;
   std::fill(ready_.begin(), ready_.end(), false);
   ready_order_.clear();
-  for (Bucket& bucket : buckets_) bucket.pending = bucket.params.size();
+  for (Bucket& bucket : buckets_) {
+    bucket.unready = bucket.params.size();
+    bucket.packed = false;
+  }
   next_launch_ = 0;
   completed_ = 0;
 }
 
 void GradientSynchronizer::on_gradient_ready(size_t param) {
+  Bucket* complete = nullptr;
   {
     const std::lock_guard<std::mutex> lock(mutex_);
     if (!active_ || ready_[param]) return;
+    ready_[param] = true;
+    ready_order_.push_back(param);
+    Bucket& bucket = buckets_[bucket_of_[param]];
+    if (--bucket.unready == 0) complete = &bucket;
   }
-  Bucket& bucket = buckets_[bucket_of_[param]];
-  const size_t slot = static_cast<size_t>(
-      std::find(bucket.params.begin(), bucket.params.end(), param) - bucket.params.begin());
-  const torch::Tensor& grad = params_[param].grad();
-  torch::Tensor target = bucket.buffer.narrow(0, bucket.offsets[slot], params_[param].numel());
-  // Divide by the world size while copying in, so the summing collective yields the average.
-  torch::NoGradGuard no_grad;
-  torch::mul_out(target, grad.reshape({-1}), 1.0 / static_cast<double>(comm_.world_size()));
+  if (complete == nullptr) return;
+  // Packed outside the lock: the communication thread goes on with the buckets already launched meanwhile.
+  pack(*complete);
   const std::lock_guard<std::mutex> lock(mutex_);
-  ready_[param] = true;
-  ready_order_.push_back(param);
-  --bucket.pending;
+  complete->packed = true;
   launch_ready_buckets_locked();
+}
+
+torch::Tensor GradientSynchronizer::memory_order_gradient(size_t param) const {
+  const torch::Tensor& p = params_[param];
+  const torch::Tensor& grad = p.grad();
+  if (!grad.defined()) return torch::zeros({p.numel()}, p.options().requires_grad(false));
+  if (same_layout(grad, p)) {
+    const torch::Tensor flat = memory_order_view(grad);
+    if (flat.defined()) return flat;
+  }
+  // Autograd lays a gradient out like its parameter; one that is not (a user's hook) is copied into that layout.
+  torch::Tensor relaid = torch::empty_strided(p.sizes(), p.strides(), grad.options());
+  relaid.copy_(grad);
+  return memory_order_view(relaid);
+}
+
+void GradientSynchronizer::pack(Bucket& bucket) const {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> flat;
+  flat.reserve(bucket.params.size());
+  bool aliased = false;
+  for (const size_t p : bucket.params) {
+    flat.push_back(memory_order_gradient(p));
+    aliased = aliased || flat.back().is_alias_of(bucket.buffer);
+  }
+  if (!aliased) {
+    torch::cat_out(bucket.buffer, flat, 0);  // the whole bucket in one copy (batched kernels on a GPU)
+  } else {
+    // Gradients accumulated into last step's views of their slots (no zero_grad in between) are already there.
+    for (size_t k = 0; k < flat.size(); ++k) {
+      torch::Tensor slot = bucket.buffer.narrow(0, bucket.offsets[k], flat[k].numel());
+      if (flat[k].data_ptr() != slot.data_ptr()) slot.copy_(flat[k]);
+    }
+  }
+  // Divided by the world size before the summing collective, so that it yields the average.
+  if (comm_.world_size() > 1) bucket.buffer.mul_(1.0 / static_cast<double>(comm_.world_size()));
 }
 
 void GradientSynchronizer::launch_ready_buckets_locked() {
   // Strictly in bucket order: every rank issues the same collectives in the same sequence.
-  while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_].packed) {
     if (next_launch_ == 0) first_launch_ = Clock::now();
     if (async_thread_) {
       queue_.push_back(next_launch_);
@@ -163,27 +232,18 @@ void GradientSynchronizer::comm_loop() {
 }
 
 SyncStats GradientSynchronizer::finish() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  if (!active_) throw std::logic_error("GradientSynchronizer::finish without begin");
-  // Parameters that took no part in this backward contribute what they accumulated earlier (or zero), so every
-  // bucket completes on every rank.
-  for (size_t p = 0; p < params_.size(); ++p) {
-    if (ready_[p]) continue;
-    Bucket& bucket = buckets_[bucket_of_[p]];
-    const size_t slot = static_cast<size_t>(std::find(bucket.params.begin(), bucket.params.end(), p) - bucket.params.begin());
-    torch::Tensor target = bucket.buffer.narrow(0, bucket.offsets[slot], params_[p].numel());
-    const torch::Tensor& grad = params_[p].grad();
-    if (grad.defined()) {
-      torch::NoGradGuard no_grad;
-      torch::mul_out(target, grad.reshape({-1}), 1.0 / static_cast<double>(comm_.world_size()));
-    } else {
-      target.zero_();
+  std::vector<size_t> missing;
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (!active_) throw std::logic_error("GradientSynchronizer::finish without begin");
+    for (size_t p = 0; p < params_.size(); ++p) {
+      if (!ready_[p]) missing.push_back(p);
     }
-    ready_[p] = true;
-    ready_order_.push_back(p);
-    --bucket.pending;
   }
-  launch_ready_buckets_locked();
+  // Parameters that took no part in this backward contribute what they accumulated earlier (or zeros), so every
+  // bucket completes on every rank.
+  for (const size_t p : missing) on_gradient_ready(p);
+  std::unique_lock<std::mutex> lock(mutex_);
   const Clock::time_point wait_start = Clock::now();
   done_cv_.wait(lock, [this] { return completed_ == buckets_.size(); });
   const Clock::time_point wait_end = Clock::now();
@@ -195,14 +255,13 @@ SyncStats GradientSynchronizer::finish() {
   stats.exposed_seconds = std::chrono::duration<double>(wait_end - wait_start).count();
   stats.total_seconds = std::chrono::duration<double>(last_complete_ - first_launch_).count();
   stats.buckets = static_cast<int64_t>(buckets_.size());
-  torch::NoGradGuard no_grad;
   for (const Bucket& bucket : buckets_) {
     stats.bytes += bucket.buffer.numel() * static_cast<int64_t>(bucket.buffer.element_size());
     for (size_t k = 0; k < bucket.params.size(); ++k) {
-      torch::Tensor& grad = params_[bucket.params[k]].mutable_grad();
-      if (!grad.defined()) grad = torch::zeros_like(params_[bucket.params[k]]);
-      // In logical order, as it was packed (reshape), whatever the gradient's memory format (channels-last).
-      grad.copy_(bucket.buffer.narrow(0, bucket.offsets[k], grad.numel()).view(grad.sizes()));
+      torch::Tensor& param = params_[bucket.params[k]];
+      // The average in place: no copy back, the gradient is its slot seen with the parameter's strides.
+      param.mutable_grad() =
+          bucket.buffer.narrow(0, bucket.offsets[k], param.numel()).as_strided(param.sizes(), param.strides());
     }
   }
   if (!rebuilt_) {

@@ -2,6 +2,9 @@
 // the order they become ready during backward, and each bucket's all-reduce starts (from an autograd hook) as
 // soon as its last gradient is ready, so communication overlaps the rest of backward. Buckets launch strictly
 // in bucket order on every rank (the same layout everywhere), and gradients are averaged over the world.
+// A bucket holds its gradients in their parameters' memory order, so filling it is one concatenation and, after
+// the all-reduce, each .grad() becomes a view of its slot (DDP's gradient_as_bucket_view): a few operations per
+// bucket, not two per parameter, which on a GPU are kernel launches.
 #pragma once
 #include <torch/torch.h>
 
@@ -45,8 +48,10 @@ class GradientSynchronizer {
   // Call before the backward whose gradients are to be synchronized (the last micro-batch). Backward passes
   // without it accumulate locally with no communication.
   void begin();
-  // Call after that backward: launches what is left, waits for every bucket, writes the averaged gradients
-  // back into .grad(). Rethrows a communication error.
+  // Call after that backward: launches what is left, waits for every bucket, and points each .grad() at its
+  // averaged slot (a view with the parameter's strides, valid until the next begin()). Rethrows a communication
+  // error. Gradients are expected to be reset (undefined) before the next synchronized backward, as
+  // zero_grad(set_to_none) does; one accumulated into its slot in place still syncs correctly.
   SyncStats finish();
 
  private:
@@ -55,11 +60,14 @@ class GradientSynchronizer {
     std::vector<size_t> params;
     std::vector<int64_t> offsets;  // of each parameter in buffer
     torch::Tensor buffer;
-    size_t pending = 0;
+    size_t unready = 0;   // parameters whose gradient is not complete yet in this backward
+    bool packed = false;  // every gradient copied in (and scaled): the bucket may launch
   };
 
   void build_buckets(const std::vector<std::vector<size_t>>& layout);
-  void on_gradient_ready(size_t param);  // autograd thread
+  void on_gradient_ready(size_t param);  // autograd thread (and finish(), for parameters without a gradient)
+  void pack(Bucket& bucket) const;       // the gradients into the buffer, divided by the world size
+  torch::Tensor memory_order_gradient(size_t param) const;
   void launch_ready_buckets_locked();    // in bucket order
   void communicate(size_t bucket);       // the collective for one bucket
   void comm_loop();                      // MPI: a thread runs the blocking collectives in order
