@@ -1,5 +1,7 @@
 #include "distributed/bucketing.h"
 
+#include "distributed/sync_check.h"
+
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
@@ -274,6 +276,7 @@ SyncStats GradientSynchronizer::finish() {
 void GradientSynchronizer::rebuild_from_ready_order() {
   // Rank 0's order for everyone: ready orders can differ across ranks (autograd threads), layouts must not.
   std::vector<int64_t> order(ready_order_.begin(), ready_order_.end());
+  const SyncCheckExempt once;  // the layout is agreed once, after the first synchronized step, not every step
   torch::Tensor shared = torch::tensor(order, torch::kLong).to(params_.front().device());
   comm_.broadcast(shared, 0);
   comm_.synchronize();

@@ -4,6 +4,9 @@
 #   graph   train.cuda_graph: true (the step captured once, replayed)
 #   reduce  the NCCL all-reduce at world size 1 (distributed.always_reduce: true)
 #   bf16    bf16 autocast instead of fp32
+# and that a step never makes the host wait for the GPU: short runs with the shipped config's speed options under
+# `ddpm train --sync-check` (a synchronizing CUDA call inside a step is an error), eager, with the NCCL all-reduce
+# at world size 1, and with the step captured in a CUDA graph.
 # GPU kernels are not bit-reproducible from run to run (atomics, cuDNN's algorithm choices), so each pair is
 # compared by its loss curves (every logged mean loss) and final weights, next to the difference between two
 # plain runs (the noise floor), which is printed too. Fails when a curve strays more than the tolerance, or the
@@ -45,11 +48,31 @@ else  # a check of this script on a CPU: no graph, the MPI all-reduce
 fi
 run bf16 --set train.precision=bf16
 
+sync_failures=()
+sync_run() {  # sync_run NAME [--set ...]: 50 steps under --sync-check; a failure is reported and counted, not fatal
+  local name="sync_$1"
+  shift
+  if run "$name" --sync-check --set train.precision=bf16 --set train.channels_last=true --set train.fused_adam=true \
+    --set train.steps=50 --set train.checkpoint_every=50 "$@" >"$WORK/$name.out" 2>&1; then
+    echo "sync check, $name: ok (50 steps, no host wait inside a step)"
+  else
+    sync_failures+=("$name")
+    echo "FAIL: sync check, $name:"
+    grep -m1 -A30 "ddpm: error" "$WORK/$name.out" || tail -n 12 "$WORK/$name.out"
+  fi
+}
+if [[ "$DEVICE" == cuda ]]; then
+  sync_run eager
+  sync_run reduce --set distributed.backend=nccl --set distributed.always_reduce=true
+  sync_run graph --set train.cuda_graph=true
+fi
+
 checkpoint="$(printf 'ckpt-%09d.ddpm' "$STEPS")"  # trainer/checkpoint.cpp's checkpoint_file_name()
 for name in "${PAIRS[@]}"; do
   echo "weights, $name against plain: $("$COMPARE" "$WORK/$name/$checkpoint" "$WORK/plain/$checkpoint" --atol 1e9 | tail -n 1)"
 done
-"$PYTHON" - "$WORK" "${PAIRS[@]:1}" <<'PY'
+curves=0
+"$PYTHON" - "$WORK" "${PAIRS[@]:1}" <<'PY' || curves=$?
 import json, os, sys
 work = sys.argv[1]
 def curve(name):
@@ -73,3 +96,5 @@ for name in sys.argv[2:]:
     print(f"{name}: curve differs from plain by at most {d:.2%} (tolerance {max(tolerance, 2 * floor):.0%}): {'ok' if ok else 'FAIL'}")
 sys.exit(1 if failed else 0)
 PY
+[[ ${#sync_failures[@]} -eq 0 ]] || echo "FAIL: a step made the host wait for the GPU in: ${sync_failures[*]}"
+[[ $curves -eq 0 && ${#sync_failures[@]} -eq 0 ]]

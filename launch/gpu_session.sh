@@ -2,7 +2,8 @@
 # Everything the GPU machine is for, in one or two commands, since a task drawn for it gets minutes of device time:
 #   1. unpack the Debian packages carried in .cache/gpu/debs into a prefix (dpkg -x, not into /);
 #   2. build ddpm there against the machine's LibTorch (python3's torch) and NCCL (its nvidia-nccl wheel), unless
-#      .cache/gpu/bin holds binaries prepare_gpu_session.sh built here against the same torch version that run;
+#      .cache/gpu/bin holds binaries prepare_gpu_session.sh built here from the same source (a content hash of the
+#      C++ and CMake files) against the same torch version, that run;
 #   3. the checks only a GPU can run (launch/gpu_check.sh);
 #   4. the benchmark against the PyTorch peer (launch/bench.sh gpu), with profiles of ours and the peer's steps.
 # Here first: bash launch/prepare_gpu_session.sh. Then with the device tool, carry [".cache/gpu"], timeout_s 600,
@@ -64,12 +65,21 @@ nccl_args=()
 TORCH_VERSION="$("$PYTHON" -c 'import torch; print(torch.__version__)')"
 export LD_LIBRARY_PATH="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))'):$LD_LIBRARY_PATH"
 PREBUILT="$CARRIED/bin"
-if [[ "${GPU_SESSION_BUILD_ANYWAY:-0}" != 1 && -x "$PREBUILT/ddpm" && "$(cat "$PREBUILT/TORCH_VERSION" 2>/dev/null)" == "$TORCH_VERSION" ]] &&
-   "$PREBUILT/ddpm" --version >/dev/null 2>&1; then
-  # Built by prepare_gpu_session.sh against the same torch version: no build minutes spent here.
-  say "using the binaries built by prepare_gpu_session.sh ($PREBUILT, torch $TORCH_VERSION)"
+source_hash() {  # what the binaries are built from: every C++ and CMake file of the checkout, by content
+  (cd "$REPO_ROOT" && find CMakeLists.txt data distributed trainer tests \( -name '*.cpp' -o -name '*.h' -o -name 'CMakeLists.txt' \) \
+    -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
+}
+SOURCE_HASH="$(source_hash)"
+if [[ "${GPU_SESSION_BUILD_ANYWAY:-0}" != 1 && -x "$PREBUILT/ddpm" && "$(cat "$PREBUILT/TORCH_VERSION" 2>/dev/null)" == "$TORCH_VERSION" &&
+      "$(cat "$PREBUILT/SOURCE_HASH" 2>/dev/null)" == "$SOURCE_HASH" ]] && "$PREBUILT/ddpm" --version >/dev/null 2>&1; then
+  # Built by prepare_gpu_session.sh from this very source against the same torch version: no build minutes here.
+  say "using the binaries built by prepare_gpu_session.sh ($PREBUILT, torch $TORCH_VERSION, source $SOURCE_HASH)"
   export DDPM="$PREBUILT/ddpm" COMPARE="$PREBUILT/compare_checkpoints"
 else
+  if [[ -x "$PREBUILT/ddpm" ]]; then
+    say "not using $PREBUILT: built from source $(cat "$PREBUILT/SOURCE_HASH" 2>/dev/null || echo unknown) with torch" \
+      "$(cat "$PREBUILT/TORCH_VERSION" 2>/dev/null || echo unknown); this is source $SOURCE_HASH with torch $TORCH_VERSION"
+  fi
   say "configuring $BUILD (torch $TORCH_VERSION: $TORCH_PREFIX; NCCL: ${NCCL_LIB})"
   cmake -S "$REPO_ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$PREFIX/usr;$LIB/cmake" \
@@ -85,7 +95,8 @@ if [[ "${GPU_SESSION_DRY:-0}" == 1 && -n "${GPU_SESSION_EXPORT:-}" ]]; then
   mkdir -p "$GPU_SESSION_EXPORT"
   cp "$DDPM" "$COMPARE" "$GPU_SESSION_EXPORT/"
   echo "$TORCH_VERSION" >"$GPU_SESSION_EXPORT/TORCH_VERSION"
-  say "binaries for the GPU machine in $GPU_SESSION_EXPORT (torch $TORCH_VERSION)"
+  echo "$SOURCE_HASH" >"$GPU_SESSION_EXPORT/SOURCE_HASH"
+  say "binaries for the GPU machine in $GPU_SESSION_EXPORT (torch $TORCH_VERSION, source $SOURCE_HASH)"
 fi
 if [[ "${GPU_SESSION_DRY:-0}" == 1 ]]; then say "dry run: built; no GPU steps"; exit 0; fi
 

@@ -7,7 +7,8 @@
 #   data/     Fashion-MNIST's test split (10,000 images, 4.4 MB): real data for the checks;
 #   bin/      ddpm and compare_checkpoints built here the way gpu_session.sh builds there (against the prefix of
 #             those packages and this machine's torch, the same version as the GPU machine's), which gpu_session.sh
-#             runs instead of building when their torch version is the machine's: minutes of device time saved.
+#             runs instead of building when their torch version is the machine's and their source hash (bin/SOURCE_HASH) the
+#             checkout's: minutes of device time saved; stale binaries are rebuilt there, never run.
 #             PREPARE_PREBUILT=0 skips it (the build takes minutes here, longer on a fresh machine).
 # Then, with the device tool: carry [".cache/gpu"], commands "GPU_SESSION_PART=1 bash launch/gpu_session.sh" and
 # "GPU_SESSION_PART=2 bash launch/gpu_session.sh" (see there).

@@ -1,5 +1,7 @@
 #include "trainer/step_graph.h"
 
+#include "distributed/sync_check.h"
+
 #include <ATen/autocast_mode.h>
 
 #include <stdexcept>
@@ -44,8 +46,11 @@ struct StepGraph::Impl {
     // The eager steps left a step's worth of memory cached in the general pool, which a capture cannot reuse (it
     // allocates from its own pool, and nothing is released while it runs): hand it back first, as
     // torch.cuda.graph does, or the capture needs twice the memory of a step.
-    c10::cuda::device_synchronize();
-    c10::cuda::CUDACachingAllocator::emptyCache();
+    {
+      const SyncCheckExempt once;  // the capture's one wait for the device, not one per step
+      c10::cuda::device_synchronize();
+      c10::cuda::CUDACachingAllocator::emptyCache();
+    }
     // Thread-local: the data loader's threads keep copying batches, and the pinned-memory allocator keeps querying
     // its events, while this thread captures; global mode would make those calls fail the capture.
     graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);

@@ -21,6 +21,7 @@
 #include "trainer/console.h"
 #include "trainer/keyed_noise.h"
 #include "trainer/stop_signal.h"
+#include "distributed/sync_check.h"
 #ifdef DDPM_WITH_CUDA
 #include <ATen/cuda/CUDAGeneratorImpl.h>
 #endif
@@ -88,6 +89,7 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
       step_flags_(device),
       ema_(torch::nn::Module(), {}) {
   check_config_matches_rank0();
+  if (options_.sync_check) require_sync_check_device(device_);
   if (config_.train.cuda_graph) check_graph_capturable();
   seed_rank_generators(config_.run.seed, mpi_.rank());
   // The model is built from the same seed on every rank, then rank 0's weights are broadcast anyway.
@@ -620,11 +622,22 @@ void Trainer::train() {
   model_->train();
   while (step_ < total) {
     faults_.maybe_hang(step_ + 1);
-    const auto wait_start = std::chrono::steady_clock::now();
-    const Batch batch = loader.next();
-    last_data_wait_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
-    loader_state_ = batch.after;
-    const StepResult result = train_step(batch);
+    const StepResult result = [&] {
+      // The step proper, data included: with --sync-check the host must never wait for the device in here.
+      const int64_t attempted = step_ + 1;
+      try {
+        const SyncCheckScope sync_check(options_.sync_check, device_);
+        const auto wait_start = std::chrono::steady_clock::now();
+        const Batch batch = loader.next();
+        last_data_wait_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
+        loader_state_ = batch.after;
+        return train_step(batch);
+      } catch (const std::exception& e) {
+        if (!options_.sync_check || !is_sync_check_error(e)) throw;
+        throw std::runtime_error("step " + std::to_string(attempted) + " made the host wait for the GPU (--sync-check): " +
+                                 e.what());
+      }
+    }();
     loss_sum += result.loss.to(torch::kFloat64);
     ++losses;
     if (step_ % config_.train.log_every == 0 || step_ == total) {

@@ -33,6 +33,8 @@ struct TrainerOptions {
   // The step reads its inputs from device tensors refilled every step, as a captured CUDA graph does
   // (train.cuda_graph turns this on), without capturing: lets a CPU test check what a graph would read.
   bool static_step_inputs = false;
+  // `ddpm train --sync-check`: the host waiting for the GPU inside a step is an error (trainer/sync_check.h).
+  bool sync_check = false;
 };
 
 class Trainer {

@@ -91,7 +91,7 @@ int run_config(const ConfigArgs& args) {
   return 0;
 }
 
-int run_train(const ConfigArgs& args, const std::string& progress, const ddpm::MpiContext& mpi) {
+int run_train(const ConfigArgs& args, const std::string& progress, bool sync_check, const ddpm::MpiContext& mpi) {
   const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
   if (mpi.rank() == 0) std::cout << "# resolved config of " << args.path << "\n" << ddpm::to_yaml(config) << std::flush;
   const torch::Device device = ddpm::select_device(config, mpi.local_rank());
@@ -99,6 +99,7 @@ int run_train(const ConfigArgs& args, const std::string& progress, const ddpm::M
             << mpi.hostname() << ": " << device.str() << std::endl;
   ddpm::TrainerOptions options;
   options.progress = ddpm::parse_progress_mode(progress);
+  options.sync_check = sync_check;
   ddpm::Trainer trainer(config, mpi, device, options);
   if (mpi.rank() == 0) {
     std::cout << "run directory " << config.run.dir << ": " << trainer.start_description() << ", training to step "
@@ -231,6 +232,9 @@ int main(int argc, char** argv) {
   add_config_options(*train_cmd, train_args);
   train_cmd->add_option("--progress", progress, "auto (bar on a terminal), bar, or plain lines")
       ->check(CLI::IsMember({"auto", "bar", "plain"}));
+  bool sync_check = false;
+  train_cmd->add_flag("--sync-check", sync_check,
+                      "GPU: fail at any CUDA call that makes the host wait for the device inside a training step");
 
   ConfigArgs sample_args;
   SampleArgs sample;
@@ -293,7 +297,7 @@ int main(int argc, char** argv) {
   try {
     mpi = std::make_unique<ddpm::MpiContext>(&argc, &argv);
     share_cores(*mpi);
-    if (train_cmd->parsed()) return run_train(train_args, progress, *mpi);
+    if (train_cmd->parsed()) return run_train(train_args, progress, sync_check, *mpi);
     if (sample_cmd->parsed()) return run_sample(sample_args, sample);
     if (eval_cmd->parsed()) return run_eval(eval_args, eval, *mpi);
     if (bench_cmd->parsed()) return run_bench(bench_args, bench, *mpi);
