@@ -47,12 +47,14 @@ bool is_sync_check_error(const std::exception& e) {
 }
 
 void require_sync_check_device(const torch::Device& device) {
+#ifdef DDPM_WITH_CUDA
   if (device.is_cuda()) return;
-#ifndef DDPM_WITH_CUDA
-  throw std::runtime_error("--sync-check needs a CUDA device, and this ddpm was built without CUDA");
-#endif
   throw std::runtime_error("--sync-check needs a CUDA device, and this run is on " + device.str() +
                            " (run.device): it catches the host waiting for a GPU inside the training step");
+#else
+  throw std::runtime_error("--sync-check needs a CUDA device, and this ddpm was built without CUDA (run.device: " +
+                           device.str() + ")");
+#endif
 }
 
 }  // namespace ddpm
