@@ -67,6 +67,12 @@ GradientSynchronizer::GradientSynchronizer(std::vector<torch::Tensor> params, Co
       async_thread_(comm.backend() == CommBackend::kMpi) {
   if (params_.empty()) throw std::invalid_argument("GradientSynchronizer: no parameters");
   for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_[i].scalar_type() != params_[0].scalar_type() || params_[i].device() != params_[0].device()) {
+      throw std::invalid_argument("GradientSynchronizer: parameter " + std::to_string(i) + " is " +
+                                  std::string(c10::toString(params_[i].scalar_type())) + " on " + params_[i].device().str() +
+                                  ", parameter 0 " + c10::toString(params_[0].scalar_type()) + " on " +
+                                  params_[0].device().str() + ": a bucket holds gradients of one dtype on one device");
+    }
     if (!memory_order_view(params_[i].detach()).defined()) {
       throw std::invalid_argument("GradientSynchronizer: parameter " + std::to_string(i) + " (sizes " +
                                   c10::str(params_[i].sizes()) + ", strides " + c10::str(params_[i].strides()) +
