@@ -8,38 +8,42 @@
 
 namespace ddpm {
 
-SyncCheckScope::SyncCheckScope(bool enabled, const torch::Device& device) {
+namespace {
+
+// Values of c10::cuda::SyncDebugMode, which a build without CUDA does not have.
+constexpr int kSyncDebugDisabled = 0;
+constexpr int kSyncDebugError = 2;
+
+// Sets PyTorch's process-wide CUDA sync debug mode and returns the one it replaces (a no-op without CUDA).
+int exchange_sync_debug_mode(int mode) {
 #ifdef DDPM_WITH_CUDA
-  if (!enabled || !device.is_cuda()) return;
+  static_assert(static_cast<int>(c10::cuda::SyncDebugMode::L_DISABLED) == kSyncDebugDisabled &&
+                static_cast<int>(c10::cuda::SyncDebugMode::L_ERROR) == kSyncDebugError);
   c10::cuda::WarningState& state = c10::cuda::warning_state();
-  previous_ = static_cast<int>(state.get_sync_debug_mode());
-  state.set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR);
-  active_ = true;
+  const int previous = static_cast<int>(state.get_sync_debug_mode());
+  state.set_sync_debug_mode(static_cast<c10::cuda::SyncDebugMode>(mode));
+  return previous;
 #else
-  (void)enabled;
-  (void)device;
+  (void)mode;
+  return kSyncDebugDisabled;
 #endif
+}
+
+}  // namespace
+
+SyncCheckScope::SyncCheckScope(bool enabled, const torch::Device& device) {
+  if (!enabled || !device.is_cuda()) return;
+  previous_ = exchange_sync_debug_mode(kSyncDebugError);
+  active_ = true;
 }
 
 SyncCheckScope::~SyncCheckScope() {
-#ifdef DDPM_WITH_CUDA
-  if (active_) c10::cuda::warning_state().set_sync_debug_mode(static_cast<c10::cuda::SyncDebugMode>(previous_));
-#endif
+  if (active_) exchange_sync_debug_mode(previous_);
 }
 
-SyncCheckExempt::SyncCheckExempt() {
-#ifdef DDPM_WITH_CUDA
-  c10::cuda::WarningState& state = c10::cuda::warning_state();
-  previous_ = static_cast<int>(state.get_sync_debug_mode());
-  state.set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
-#endif
-}
+SyncCheckExempt::SyncCheckExempt() : previous_(exchange_sync_debug_mode(kSyncDebugDisabled)) {}
 
-SyncCheckExempt::~SyncCheckExempt() {
-#ifdef DDPM_WITH_CUDA
-  c10::cuda::warning_state().set_sync_debug_mode(static_cast<c10::cuda::SyncDebugMode>(previous_));
-#endif
-}
+SyncCheckExempt::~SyncCheckExempt() { exchange_sync_debug_mode(previous_); }
 
 bool is_sync_check_error(const std::exception& e) {
   // c10/cuda's text for a synchronizing call under SyncDebugMode::L_ERROR.
