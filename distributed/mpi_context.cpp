@@ -89,4 +89,8 @@ bool MpiContext::all_ok(bool ok) const {
   return global == 1;
 }
 
+void MpiContext::throw_if_any_failed(const std::string& error, const std::string& elsewhere) const {
+  if (!all_ok(error.empty())) throw std::runtime_error(error.empty() ? elsewhere : error);
+}
+
 }  // namespace ddpm

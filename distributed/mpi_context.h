@@ -29,6 +29,10 @@ class MpiContext {
   std::string broadcast_string(const std::string& text, int root = 0) const;
   // True on every rank when `ok` is true on every rank.
   bool all_ok(bool ok) const;
+  // The cross-rank error idiom, collective: returns when `error` is empty on every rank; otherwise throws
+  // std::runtime_error on every rank, with `error` where it is set and `elsewhere` ("another rank failed to ...")
+  // on the ranks that succeeded, so that all ranks fail together and each says why.
+  void throw_if_any_failed(const std::string& error, const std::string& elsewhere) const;
 
  private:
   bool owns_init_ = false;

@@ -10,5 +10,5 @@ BUILD="${DDPM_BUILD_DIR:-$REPO_ROOT/build}"
 bash "$REPO_ROOT/launch/setup.sh"
 source "$REPO_ROOT/launch/env.sh"
 export OMP_NUM_THREADS=1 OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl=self,vader
-bash "$REPO_ROOT/tests/kill_test.sh" "$BUILD/ddpm" "$BUILD/tests/compare_checkpoints" "$REPO_ROOT" "${1:-200}" ${2:+"$2"}
+bash "$REPO_ROOT/tests/reliability/kill_test.sh" "$BUILD/ddpm" "$BUILD/tests/compare_checkpoints" "$REPO_ROOT" "${1:-200}" ${2:+"$2"}
 nice -n 10 bash "$REPO_ROOT/tests/fuzz/fuzz_long.sh"

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "tests/fuzz/fuzz_check.h"
-#include "trainer/checkpoint_format.h"
+#include "trainer/checkpoint/checkpoint_format.h"
 
 namespace {
 

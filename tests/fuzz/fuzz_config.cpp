@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "tests/fuzz/fuzz_check.h"
-#include "trainer/config.h"
+#include "trainer/config/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string kName = "fuzz-config.yaml";

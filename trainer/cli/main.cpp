@@ -16,14 +16,14 @@
 #include "data/pixels.h"
 #include "distributed/communicator.h"
 #include "distributed/mpi_context.h"
-#include "trainer/bench.h"
-#include "trainer/builders.h"
-#include "trainer/console.h"
-#include "trainer/config.h"
-#include "trainer/image_grid.h"
-#include "trainer/inference.h"
-#include "trainer/stop_signal.h"
-#include "trainer/trainer.h"
+#include "trainer/tools/bench.h"
+#include "trainer/config/builders.h"
+#include "distributed/console.h"
+#include "trainer/config/config.h"
+#include "trainer/eval/image_grid.h"
+#include "trainer/eval/inference.h"
+#include "trainer/loop/stop_signal.h"
+#include "trainer/loop/trainer.h"
 
 namespace {
 

@@ -1,0 +1,139 @@
+// The strict YAML config: every shipped config loads, round-trips, and every kind of bad input is one
+// error naming the key path and file:line.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "trainer/config/config.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("ddpm_config_test_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string write(const std::string& text) {
+    const fs::path path = dir_ / ("c" + std::to_string(counter_++) + ".yaml");
+    std::ofstream(path) << text;
+    return path.string();
+  }
+  // The message of the ConfigError thrown by loading text (fails the test when nothing is thrown).
+  std::string error_of(const std::string& text, const std::vector<std::string>& overrides = {}) {
+    const std::string path = write(text);
+    try {
+      ddpm::load_config(path, overrides);
+    } catch (const ddpm::ConfigError& e) {
+      return e.what();
+    }
+    ADD_FAILURE() << "no error for:\n" << text;
+    return "";
+  }
+  fs::path dir_;
+  int counter_ = 0;
+};
+
+TEST_F(ConfigTest, ShippedConfigsLoad) {
+  for (const char* name : {"cifar10.yaml", "fashion_mnist.yaml", "smoke.yaml"}) {
+    const fs::path path = fs::path(DDPM_SOURCE_DIR) / "configs" / name;
+    EXPECT_NO_THROW(ddpm::load_config(path.string())) << path;
+  }
+  const ddpm::Config cifar = ddpm::load_config((fs::path(DDPM_SOURCE_DIR) / "configs" / "cifar10.yaml").string());
+  EXPECT_EQ(cifar.model.channels, 128);
+  EXPECT_EQ(cifar.model.channel_mult, (std::vector<int64_t>{1, 2, 2, 2}));
+  EXPECT_EQ(cifar.model.attention_resolutions, (std::vector<int64_t>{16}));
+  EXPECT_DOUBLE_EQ(cifar.model.dropout, 0.1);
+  EXPECT_EQ(cifar.diffusion.timesteps, 1000);
+  EXPECT_TRUE(cifar.data.random_flip);
+}
+
+TEST_F(ConfigTest, DefaultsAreTheFashionMnistConfig) {
+  const ddpm::Config shipped = ddpm::load_config((fs::path(DDPM_SOURCE_DIR) / "configs" / "fashion_mnist.yaml").string());
+  EXPECT_EQ(ddpm::to_yaml(shipped), ddpm::to_yaml(ddpm::Config{}));
+  EXPECT_NE(ddpm::to_yaml(ddpm::load_config((fs::path(DDPM_SOURCE_DIR) / "configs" / "cifar10.yaml").string())).find("lr: 0.0002\n"),
+            std::string::npos);  // doubles print in their shortest form
+}
+
+TEST_F(ConfigTest, ResolvedYamlRoundTrips) {
+  const ddpm::Config original = ddpm::load_config(write("train:\n  lr: 0.001\n  ema_rates: [0.999, 0.9999]\n"),
+                                                  {"model.dropout=0.25", "run.seed=42"});
+  const ddpm::Config again = ddpm::load_config(write(ddpm::to_yaml(original)));
+  EXPECT_EQ(ddpm::to_yaml(original), ddpm::to_yaml(again));
+  EXPECT_DOUBLE_EQ(again.train.lr, 0.001);
+  EXPECT_DOUBLE_EQ(again.model.dropout, 0.25);
+  EXPECT_EQ(again.run.seed, 42u);
+  EXPECT_EQ(again.train.ema_rates, (std::vector<double>{0.999, 0.9999}));
+}
+
+TEST_F(ConfigTest, UnknownKeyNamesFileLineAndSuggests) {
+  const std::string message = error_of("run:\n  seed: 1\ntrain:\n  learning_rate: 0.1\n  lr: 0.2\n");
+  EXPECT_NE(message.find(":4:3: unknown key 'train.learning_rate'"), std::string::npos) << message;
+  const std::string typo = error_of("train:\n  warmup_step: 10\n");
+  EXPECT_NE(typo.find("did you mean 'warmup_steps'"), std::string::npos) << typo;
+  const std::string section = error_of("trian:\n  lr: 0.1\n");
+  EXPECT_NE(section.find("unknown section 'trian' (did you mean 'train'?)"), std::string::npos) << section;
+}
+
+TEST_F(ConfigTest, WrongTypeNamesKeyAndLine) {
+  const std::string message = error_of("model:\n  channels: 128\n  num_res_blocks: two\n");
+  EXPECT_NE(message.find(":3:19: model.num_res_blocks: expected an integer, got 'two'"), std::string::npos) << message;
+  const std::string list = error_of("model:\n  channel_mult: 2\n");
+  EXPECT_NE(list.find("model.channel_mult: expected a list of integers"), std::string::npos) << list;
+}
+
+TEST_F(ConfigTest, OutOfRangeValuesAreRejected) {
+  EXPECT_NE(error_of("train:\n  lr: -1\n").find("train.lr: must be in (0, 1]"), std::string::npos);
+  EXPECT_NE(error_of("diffusion:\n  timesteps: 1\n").find("diffusion.timesteps: must be at least 2"), std::string::npos);
+  EXPECT_NE(error_of("diffusion:\n  schedule: cosin\n").find("did you mean 'cosine'"), std::string::npos);
+  EXPECT_NE(error_of("data:\n  channels: 2\n").find("data.channels: must be 1 or 3"), std::string::npos);
+  EXPECT_NE(error_of("diffusion:\n  timesteps: 20\n").find("too few for the linear schedule"), std::string::npos);
+}
+
+TEST_F(ConfigTest, ImageSizeTheModelCannotTakeIsRejected) {
+  const std::string message = error_of("data:\n  image_size: 28\nmodel:\n  channel_mult: [1, 2, 2, 2]\n  attention_resolutions: []\n");
+  EXPECT_NE(message.find("data.image_size 28 cannot be halved 3 times"), std::string::npos) << message;
+  const std::string attention = error_of("data:\n  image_size: 32\nmodel:\n  attention_resolutions: [12]\n");
+  EXPECT_NE(attention.find("model.attention_resolutions: 12"), std::string::npos) << attention;
+}
+
+TEST_F(ConfigTest, EmptyFilesDuplicatesAndBadListEntriesAreErrors) {
+  EXPECT_NE(error_of("# nothing but a comment\n").find("the config file is empty"), std::string::npos);
+  EXPECT_NE(error_of("train:\n  steps: 5\n  steps: 6\n").find(":3:3: duplicate key 'train.steps'"), std::string::npos)
+      << error_of("train:\n  steps: 5\n  steps: 6\n");
+  EXPECT_NE(error_of("train:\n  steps: 5\ntrain:\n  lr: 0.1\n").find(":3:1: duplicate section 'train'"), std::string::npos);
+  EXPECT_NE(error_of("train:\n  steps:\n").find("train.steps: expected an integer, got an empty value"), std::string::npos);
+  const std::string list = error_of("model:\n  channel_mult: [1, x]\n");
+  EXPECT_NE(list.find("model.channel_mult: entry 2 of the list is 'x', not a number (an integer)"), std::string::npos) << list;
+  EXPECT_NE(error_of("{}", {"run.dir="}).find("--set: run.dir: expected a string, got an empty value"), std::string::npos);
+}
+
+TEST_F(ConfigTest, OverridesAreCheckedLikeTheFile) {
+  EXPECT_NE(error_of("{}", {"train.lrr=0.1"}).find("--set: unknown key 'train.lrr' (did you mean 'train.lr'?)"),
+            std::string::npos);
+  EXPECT_NE(error_of("{}", {"train.steps=many"}).find("--set: train.steps: expected an integer, got 'many'"),
+            std::string::npos);
+  EXPECT_NE(error_of("{}", {"train.steps"}).find("expected section.key=value"), std::string::npos);
+  const ddpm::Config config = ddpm::load_config(write("{}"), {"model.channel_mult=[1, 2]", "model.attention_resolutions=[14]",
+                                                            "data.random_flip=true"});
+  EXPECT_EQ(config.model.channel_mult, (std::vector<int64_t>{1, 2}));
+  EXPECT_TRUE(config.data.random_flip);
+}
+
+TEST_F(ConfigTest, MissingFileAndInvalidYamlAreClear) {
+  try {
+    ddpm::load_config((dir_ / "absent.yaml").string());
+    ADD_FAILURE();
+  } catch (const ddpm::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("absent.yaml: cannot open"), std::string::npos);
+  }
+  EXPECT_NE(error_of("train: [unclosed\n").find("invalid YAML"), std::string::npos);
+  EXPECT_NE(error_of("- a\n- b\n").find("must be a mapping"), std::string::npos);
+}
+
+}  // namespace

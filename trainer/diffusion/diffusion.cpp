@@ -1,0 +1,209 @@
+#include "trainer/diffusion/diffusion.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "trainer/diffusion/gaussian.h"
+
+namespace ddpm {
+
+ModelVariance parse_model_variance(const std::string& name) {
+  if (name == "fixed_large") return ModelVariance::kFixedLarge;
+  if (name == "fixed_small") return ModelVariance::kFixedSmall;
+  throw std::invalid_argument("unknown model variance '" + name + "' (expected fixed_large or fixed_small)");
+}
+
+std::string to_string(ModelVariance variance) {
+  return variance == ModelVariance::kFixedLarge ? "fixed_large" : "fixed_small";
+}
+
+namespace {
+
+torch::Tensor to_table(const std::vector<double>& values) {
+  return torch::tensor(values, torch::TensorOptions().dtype(torch::kFloat64));
+}
+
+}  // namespace
+
+GaussianDiffusion::GaussianDiffusion(const std::vector<double>& betas, ModelVariance model_variance)
+    : num_timesteps_(static_cast<int64_t>(betas.size())), model_variance_(model_variance) {
+  if (num_timesteps_ < 2) throw std::invalid_argument("GaussianDiffusion needs at least 2 steps");
+  for (size_t i = 0; i < betas.size(); ++i) {
+    if (!(betas[i] > 0.0 && betas[i] < 1.0)) {
+      throw std::invalid_argument("beta at index " + std::to_string(i) + " is " + std::to_string(betas[i]) +
+                                  ", outside (0, 1): a step with β = 1 destroys x_0 entirely");
+    }
+  }
+  // Plain float64 loops: the tables are the ground truth every other quantity is cast from.
+  const size_t steps = betas.size();
+  std::vector<double> alphas_cumprod(steps), alphas_cumprod_prev(steps), sqrt_ac(steps), sqrt_1m_ac(steps), log_1m_ac(steps),
+      sqrt_recip_ac(steps), sqrt_recipm1_ac(steps), post_var(steps), post_coef1(steps), post_coef2(steps);
+  double running = 1.0;
+  for (size_t i = 0; i < steps; ++i) {
+    alphas_cumprod_prev[i] = running;  // ᾱ_{t-1}, with ᾱ_0 = 1
+    running *= 1.0 - betas[i];         // ᾱ_t = Π_{s≤t} α_s, α_s = 1 - β_s (§2)
+    alphas_cumprod[i] = running;
+  }
+  for (size_t i = 0; i < steps; ++i) {
+    const double beta = betas[i];
+    const double alpha = 1.0 - beta;
+    const double ac = alphas_cumprod[i];
+    const double ac_prev = alphas_cumprod_prev[i];
+    sqrt_ac[i] = std::sqrt(ac);
+    sqrt_1m_ac[i] = std::sqrt(1.0 - ac);
+    log_1m_ac[i] = std::log1p(-ac);
+    sqrt_recip_ac[i] = std::sqrt(1.0 / ac);
+    sqrt_recipm1_ac[i] = std::sqrt(1.0 / ac - 1.0);
+    post_var[i] = beta * (1.0 - ac_prev) / (1.0 - ac);                // β̃_t, eq. 7
+    post_coef1[i] = beta * std::sqrt(ac_prev) / (1.0 - ac);           // coefficient of x_0 in μ̃_t, eq. 7
+    post_coef2[i] = (1.0 - ac_prev) * std::sqrt(alpha) / (1.0 - ac);  // coefficient of x_t in μ̃_t, eq. 7
+  }
+  // β̃_1 = 0: its log is replaced by log β̃_2, as in the reference codes.
+  std::vector<double> post_log_var_clipped(steps);
+  for (size_t i = 0; i < steps; ++i) post_log_var_clipped[i] = std::log(i == 0 ? post_var[1] : post_var[i]);
+  // fixed_large uses β_t except at step 1, where β̃_2 gives a better decoder likelihood (reference codes).
+  std::vector<double> model_var(steps);
+  for (size_t i = 0; i < steps; ++i) {
+    if (model_variance == ModelVariance::kFixedLarge) {
+      model_var[i] = i == 0 ? post_var[1] : betas[i];
+    } else {
+      model_var[i] = post_var[i];
+    }
+  }
+  std::vector<double> model_log_var(steps);
+  for (size_t i = 0; i < steps; ++i) {
+    model_log_var[i] = model_variance == ModelVariance::kFixedLarge ? std::log(model_var[i]) : post_log_var_clipped[i];
+  }
+
+  betas_ = to_table(betas);
+  alphas_cumprod_ = to_table(alphas_cumprod);
+  alphas_cumprod_prev_ = to_table(alphas_cumprod_prev);
+  sqrt_alphas_cumprod_ = to_table(sqrt_ac);
+  sqrt_one_minus_alphas_cumprod_ = to_table(sqrt_1m_ac);
+  log_one_minus_alphas_cumprod_ = to_table(log_1m_ac);
+  sqrt_recip_alphas_cumprod_ = to_table(sqrt_recip_ac);
+  sqrt_recipm1_alphas_cumprod_ = to_table(sqrt_recipm1_ac);
+  posterior_variance_ = to_table(post_var);
+  posterior_log_variance_clipped_ = to_table(post_log_var_clipped);
+  posterior_mean_coef1_ = to_table(post_coef1);
+  posterior_mean_coef2_ = to_table(post_coef2);
+  model_variance_table_ = to_table(model_var);
+  model_log_variance_table_ = to_table(model_log_var);
+}
+
+GaussianDiffusion GaussianDiffusion::to(const torch::Device& device) const {
+  GaussianDiffusion moved = *this;
+  for (torch::Tensor* table :
+       {&moved.betas_, &moved.alphas_cumprod_, &moved.alphas_cumprod_prev_, &moved.sqrt_alphas_cumprod_,
+        &moved.sqrt_one_minus_alphas_cumprod_, &moved.log_one_minus_alphas_cumprod_, &moved.sqrt_recip_alphas_cumprod_, &moved.sqrt_recipm1_alphas_cumprod_,
+        &moved.posterior_variance_, &moved.posterior_log_variance_clipped_, &moved.posterior_mean_coef1_,
+        &moved.posterior_mean_coef2_, &moved.model_variance_table_, &moved.model_log_variance_table_}) {
+    *table = table->to(device);
+  }
+  return moved;
+}
+
+torch::Tensor GaussianDiffusion::extract(const torch::Tensor& table, const torch::Tensor& t, const torch::Tensor& like) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == like.size(0), "timesteps must be a vector of one index per example, got ",
+              t.sizes(), " for a batch of shape ", like.sizes());
+  std::vector<int64_t> shape(static_cast<size_t>(like.dim()), 1);
+  shape[0] = like.size(0);
+  return table.index_select(0, t.to(table.device(), torch::kLong)).to(like.device(), like.scalar_type()).view(shape);
+}
+
+DiagonalGaussian GaussianDiffusion::q_mean_variance(const torch::Tensor& x0, const torch::Tensor& t) const {
+  const torch::Tensor mean = extract(sqrt_alphas_cumprod_, t, x0) * x0;
+  const torch::Tensor variance = (1.0 - extract(alphas_cumprod_, t, x0)).expand_as(x0);
+  const torch::Tensor log_variance = extract(log_one_minus_alphas_cumprod_, t, x0).expand_as(x0);
+  return {mean, variance, log_variance};
+}
+
+torch::Tensor GaussianDiffusion::q_sample(const torch::Tensor& x0, const torch::Tensor& t,
+                                          const torch::Tensor& noise) const {
+  TORCH_CHECK(noise.sizes() == x0.sizes(), "q_sample: noise shape ", noise.sizes(), " differs from x0 ", x0.sizes());
+  return extract(sqrt_alphas_cumprod_, t, x0) * x0 + extract(sqrt_one_minus_alphas_cumprod_, t, x0) * noise;
+}
+
+DiagonalGaussian GaussianDiffusion::q_posterior(const torch::Tensor& x0, const torch::Tensor& x_t,
+                                                const torch::Tensor& t) const {
+  TORCH_CHECK(x0.sizes() == x_t.sizes(), "q_posterior: x0 ", x0.sizes(), " and x_t ", x_t.sizes(), " differ");
+  const torch::Tensor mean = extract(posterior_mean_coef1_, t, x_t) * x0 + extract(posterior_mean_coef2_, t, x_t) * x_t;
+  const torch::Tensor variance = extract(posterior_variance_, t, x_t).expand_as(x_t);
+  const torch::Tensor log_variance = extract(posterior_log_variance_clipped_, t, x_t).expand_as(x_t);
+  return {mean, variance, log_variance};
+}
+
+torch::Tensor GaussianDiffusion::predict_x0_from_eps(const torch::Tensor& x_t, const torch::Tensor& t,
+                                                     const torch::Tensor& eps) const {
+  return extract(sqrt_recip_alphas_cumprod_, t, x_t) * x_t - extract(sqrt_recipm1_alphas_cumprod_, t, x_t) * eps;
+}
+
+ReverseStep GaussianDiffusion::p_mean_variance(const torch::Tensor& eps, const torch::Tensor& x_t,
+                                               const torch::Tensor& t, bool clip_denoised) const {
+  TORCH_CHECK(eps.sizes() == x_t.sizes(), "the model's ε has shape ", eps.sizes(), ", expected ", x_t.sizes());
+  torch::Tensor pred_x0 = predict_x0_from_eps(x_t, t, eps);
+  if (clip_denoised) pred_x0 = pred_x0.clamp(-1.0, 1.0);
+  const torch::Tensor mean = q_posterior(pred_x0, x_t, t).mean;
+  const torch::Tensor variance = extract(model_variance_table_, t, x_t).expand_as(x_t);
+  const torch::Tensor log_variance = extract(model_log_variance_table_, t, x_t).expand_as(x_t);
+  return {mean, variance, log_variance, pred_x0};
+}
+
+torch::Tensor GaussianDiffusion::p_sample(const torch::Tensor& eps, const torch::Tensor& x_t, const torch::Tensor& t,
+                                          const torch::Tensor& noise, bool clip_denoised) const {
+  const ReverseStep step = p_mean_variance(eps, x_t, t, clip_denoised);
+  std::vector<int64_t> shape(static_cast<size_t>(x_t.dim()), 1);
+  shape[0] = x_t.size(0);
+  const torch::Tensor nonzero_mask = (t != 0).to(x_t.scalar_type()).view(shape);
+  return step.mean + nonzero_mask * torch::exp(0.5 * step.log_variance) * noise;
+}
+
+torch::Tensor GaussianDiffusion::prior_bpd(const torch::Tensor& x0) const {
+  const torch::Tensor t_last =
+      torch::full({x0.size(0)}, num_timesteps_ - 1, torch::TensorOptions().dtype(torch::kLong).device(x0.device()));
+  const DiagonalGaussian q_t = q_mean_variance(x0, t_last);
+  const torch::Tensor zeros = torch::zeros_like(x0);
+  return mean_flat(normal_kl(q_t.mean, q_t.log_variance, zeros, zeros)) / kLn2;
+}
+
+torch::Tensor GaussianDiffusion::vb_terms_bpd(const torch::Tensor& eps, const torch::Tensor& x0, const torch::Tensor& x_t,
+                                              const torch::Tensor& t, bool clip_denoised) const {
+  return vb_terms_bpd(p_mean_variance(eps, x_t, t, clip_denoised), x0, x_t, t);
+}
+
+torch::Tensor GaussianDiffusion::vb_terms_bpd(const ReverseStep& p, const torch::Tensor& x0, const torch::Tensor& x_t,
+                                              const torch::Tensor& t) const {
+  const DiagonalGaussian q = q_posterior(x0, x_t, t);
+  const torch::Tensor kl = mean_flat(normal_kl(q.mean, q.log_variance, p.mean, p.log_variance)) / kLn2;
+  const torch::Tensor decoder_nll =
+      -mean_flat(discretized_gaussian_log_likelihood(x0, p.mean, 0.5 * p.log_variance)) / kLn2;
+  return torch::where(t.to(kl.device()) == 0, decoder_nll, kl);
+}
+
+torch::Tensor GaussianDiffusion::simple_loss(const torch::Tensor& eps_pred, const torch::Tensor& noise) {
+  return mean_flat((noise - eps_pred).pow(2));
+}
+
+BoundTerms GaussianDiffusion::calc_bpd_loop(const EpsModel& model, const torch::Tensor& x0, bool clip_denoised,
+                                            std::optional<at::Generator> generator) const {
+  torch::NoGradGuard no_grad;
+  const int64_t batch = x0.size(0);
+  const auto options = x0.options();
+  torch::Tensor vb = torch::empty({batch, num_timesteps_}, options);
+  torch::Tensor xstart_mse = torch::empty({batch, num_timesteps_}, options);
+  torch::Tensor mse = torch::empty({batch, num_timesteps_}, options);
+  for (int64_t index = num_timesteps_ - 1; index >= 0; --index) {
+    const torch::Tensor t = torch::full({batch}, index, options.dtype(torch::kLong));
+    const torch::Tensor noise = torch::randn(x0.sizes(), generator, options);
+    const torch::Tensor x_t = q_sample(x0, t, noise);
+    const torch::Tensor eps = model(x_t, t);
+    const ReverseStep p = p_mean_variance(eps, x_t, t, clip_denoised);
+    vb.select(1, index).copy_(vb_terms_bpd(p, x0, x_t, t));
+    xstart_mse.select(1, index).copy_(mean_flat((p.pred_x0 - x0).pow(2)));
+    mse.select(1, index).copy_(mean_flat((eps - noise).pow(2)));
+  }
+  const torch::Tensor prior = prior_bpd(x0);
+  return {vb.sum(1) + prior, prior, vb, xstart_mse, mse};
+}
+
+}  // namespace ddpm

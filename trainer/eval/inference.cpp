@@ -1,0 +1,185 @@
+#include "trainer/eval/inference.h"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <iostream>
+#include <stdexcept>
+
+#include "data/pixels.h"
+#include "data/splitmix64.h"
+#include "trainer/model/autocast.h"
+#include "distributed/console.h"
+#include "trainer/config/builders.h"
+#include "trainer/checkpoint/checkpoint.h"
+#include "trainer/optim/ema.h"
+#include "trainer/diffusion/keyed_noise.h"
+#include "trainer/model/step_graph.h"
+
+namespace ddpm {
+namespace fs = std::filesystem;
+
+std::string resolve_checkpoint(const Config& config, const std::string& requested) {
+  if (!requested.empty() || !fs::is_directory(config.run.dir)) return requested;
+  std::vector<std::string> warnings;
+  fs::path found;
+  const std::optional<Checkpoint> newest = load_newest_valid_checkpoint(config.run.dir, &warnings, &found);
+  for (const std::string& w : warnings) print_line("ddpm: warning: " + w);
+  return newest ? found.string() : "";
+}
+
+LoadedModel load_model(const Config& config, const std::string& checkpoint_path, bool allow_fresh,
+                       const torch::Device& device) {
+  LoadedModel loaded;
+  torch::manual_seed(config.run.seed);
+  loaded.model = UNet(unet_options(config));
+  if (checkpoint_path.empty()) {
+    if (!allow_fresh) {
+      throw std::runtime_error("no valid checkpoint in run directory " + config.run.dir +
+                               " (train first, or pass --checkpoint PATH)");
+    }
+    loaded.source = "a freshly initialized model (no valid checkpoint in " + config.run.dir + ")";
+    loaded.model->to(device);
+    if (config.train.channels_last) use_channels_last(loaded.model);
+    return loaded;
+  }
+  const Checkpoint checkpoint = read_checkpoint(checkpoint_path);
+  try {
+    const nlohmann::json meta = nlohmann::json::parse(checkpoint.metadata);
+    const std::string saved = meta.at("model_shape").get<std::string>();
+    if (saved != model_shape_signature(config)) {
+      throw std::runtime_error("it holds a model of another shape:\n" + saved + "the config has\n" +
+                               model_shape_signature(config));
+    }
+    ExponentialMovingAverage ema(*loaded.model, config.train.ema_rates);
+    ema.load_state(checkpoint.tensors);
+    ema.copy_to(*loaded.model, 0);
+    loaded.source = ema.prefix(0) + " weights of " + checkpoint_path + " (step " + std::to_string(checkpoint.step) + ")";
+  } catch (const std::exception& e) {
+    throw std::runtime_error("checkpoint " + checkpoint_path + ": " + e.what());
+  }
+  loaded.step = checkpoint.step;
+  loaded.model->to(device);
+  if (config.train.channels_last) use_channels_last(loaded.model);
+  return loaded;
+}
+
+torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int64_t count, uint64_t seed,
+                            int64_t batch_size, const torch::Device& device, const SamplerOptions& options) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const UNetOptions& o = model->options();
+  const std::vector<int64_t> item = {o.in_channels, o.image_size, o.image_size};
+  const int64_t T = diffusion.num_timesteps();
+  // All noise is keyed by (seed, step, image number) and drawn on the device: image i is the same whatever the
+  // batch size or device, and no noise is made on the host and copied over at each of the T steps.
+  const uint64_t noise_key = hash_combine(seed, 0x5a4d504c45ULL);
+  std::vector<torch::Tensor> chunks;
+  for (int64_t start = 0; start < count; start += batch_size) {
+    const int64_t n = std::min(batch_size, count - start);
+    const auto on_device = torch::TensorOptions().dtype(torch::kLong).device(device);
+    const torch::Tensor numbers = torch::arange(start, start + n, on_device);
+    // One denoising step, in place, reading the timestep from device tensors that are refilled before each step:
+    // so that a CUDA graph can capture it once and replay it T times.
+    const torch::Tensor x = keyed_normal(hash_combine(noise_key, static_cast<uint64_t>(T)), numbers, item,
+                                         torch::kFloat32);  // x_T ~ N(0, I)
+    const torch::Tensor index = torch::zeros({}, on_device);
+    const torch::Tensor t = torch::zeros({n}, on_device);
+    const auto denoise = [&] {
+      torch::Tensor eps;
+      {
+        const AutocastScope autocast(device, options.bf16);
+        eps = model->forward(options.channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x, t);
+      }
+      const torch::Tensor z = keyed_normal(hash_combine_on_device(noise_key, index), numbers, item, torch::kFloat32);
+      x.copy_(diffusion.p_sample(eps.to(torch::kFloat32), x, t, z, options.clip_denoised));  // Algorithm 2, line 4
+    };
+    // Only on GPUs: a config trained with graphs still samples on a CPU.
+    const std::unique_ptr<StepGraph> graph =
+        options.cuda_graph && device.is_cuda() ? std::make_unique<StepGraph>(device) : nullptr;
+    for (int64_t i = T - 1; i >= 0; --i) {
+      index.fill_(i);
+      t.fill_(i);
+      if (graph) {
+        graph->run(denoise);
+      } else {
+        denoise();
+      }
+    }
+    chunks.push_back(model_range_to_pixels(x).cpu());
+  }
+  return torch::cat(chunks);
+}
+
+SamplerOptions sampler_options(const Config& config) {
+  SamplerOptions options;
+  options.bf16 = config.train.precision == "bf16";
+  options.channels_last = config.train.channels_last;
+  options.cuda_graph = config.train.cuda_graph;
+  return options;
+}
+
+BoundReport evaluate_bound(UNet& model, const GaussianDiffusion& diffusion, const torch::Tensor& images,
+                           int64_t batch_size, bool clip_denoised, uint64_t seed, const MpiContext& mpi,
+                           const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const int64_t T = diffusion.num_timesteps();
+  const torch::Tensor mine = images.slice(0, mpi.rank(), images.size(0), mpi.world_size());
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed * 1000003ULL + static_cast<uint64_t>(mpi.rank()));
+  // Sums over this rank's images: [total, prior, decoder, vb sum, mse, count, per-t bpd (T), per-t mse (T)].
+  std::vector<double> sums(static_cast<size_t>(6 + 2 * T), 0.0);
+  const EpsModel eps_model = [&](const torch::Tensor& x_t, const torch::Tensor& t) { return model->forward(x_t, t); };
+  for (int64_t start = 0; start < mine.size(0); start += batch_size) {
+    const torch::Tensor x0 = mine.slice(0, start, std::min(start + batch_size, mine.size(0))).to(device);
+    // On CPU the seeded generator makes the report reproducible; on CUDA the device's default generator.
+    const BoundTerms terms = diffusion.calc_bpd_loop(
+        eps_model, x0, clip_denoised, device.is_cpu() ? std::optional<at::Generator>(generator) : std::nullopt);
+    const torch::Tensor vb = terms.vb.to(torch::kFloat64).cpu();
+    const torch::Tensor mse = terms.mse.to(torch::kFloat64).cpu();
+    sums[0] += terms.total_bpd.to(torch::kFloat64).sum().item<double>();
+    sums[1] += terms.prior_bpd.to(torch::kFloat64).sum().item<double>();
+    sums[2] += vb.select(1, 0).sum().item<double>();
+    sums[3] += vb.slice(1, 1).sum().item<double>();
+    sums[4] += mse.mean(1).sum().item<double>();
+    sums[5] += static_cast<double>(x0.size(0));
+    const torch::Tensor vb_t = vb.sum(0), mse_t = mse.sum(0);
+    for (int64_t t = 0; t < T; ++t) {
+      sums[static_cast<size_t>(6 + t)] += vb_t[t].item<double>();
+      sums[static_cast<size_t>(6 + T + t)] += mse_t[t].item<double>();
+    }
+  }
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, sums.data(), static_cast<int>(sums.size()), MPI_DOUBLE, MPI_SUM, mpi.comm()),
+            "MPI_Allreduce of the bound sums");
+  BoundReport report;
+  const double n = sums[5];
+  if (n == 0) throw std::runtime_error("no images to evaluate");
+  report.images = static_cast<int64_t>(n);
+  report.total_bpd = sums[0] / n;
+  report.prior_bpd = sums[1] / n;
+  report.decoder_bpd = sums[2] / n;
+  report.vb_sum_bpd = sums[3] / n;
+  report.mse = sums[4] / n;
+  for (int64_t t = 0; t < T; ++t) {
+    report.per_t_bpd.push_back(sums[static_cast<size_t>(6 + t)] / n);
+    report.per_t_mse.push_back(sums[static_cast<size_t>(6 + T + t)] / n);
+  }
+  return report;
+}
+
+std::string bound_report_json(const BoundReport& report, const std::string& model_source, const Config& config) {
+  nlohmann::json out;
+  out["model"] = model_source;
+  out["images"] = report.images;
+  out["timesteps"] = config.diffusion.timesteps;
+  out["total_bpd"] = report.total_bpd;
+  out["prior_bpd"] = report.prior_bpd;              // L_T
+  out["decoder_bpd"] = report.decoder_bpd;          // L_0
+  out["vb_terms_sum_bpd"] = report.vb_sum_bpd;      // Σ_{t=2..T} L_{t-1}
+  out["eps_mse"] = report.mse;
+  out["per_t_bpd"] = report.per_t_bpd;              // index 0 is L_0, index i ≥ 1 is L_i (step i+1)
+  out["per_t_eps_mse"] = report.per_t_mse;
+  return out.dump(2) + "\n";
+}
+
+}  // namespace ddpm

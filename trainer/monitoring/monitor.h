@@ -1,0 +1,61 @@
+// The trainer's side of monitoring: accumulates per-step figures on the device (no host sync per step),
+// turns them into a MetricsSnapshot at logging steps, runs the periodic full-bound evaluation, and owns the
+// exporter of this rank and the Prometheus file_sd file of the job.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+#include "distributed/bucketing.h"
+#include "distributed/mpi_context.h"
+#include "trainer/config/config.h"
+#include "trainer/diffusion/diffusion.h"
+#include "trainer/eval/inference.h"
+#include "trainer/monitoring/metrics.h"
+#include "trainer/monitoring/progress.h"
+
+namespace ddpm {
+
+class TrainingMonitor {
+ public:
+  // Starts this rank's exporter (when monitoring.enabled) and, on rank 0, writes <run.dir>/prometheus_targets.json
+  // with every rank's address. Collective: every rank must construct it.
+  TrainingMonitor(const Config& config, const MpiContext& mpi, const GaussianDiffusion& diffusion,
+                  const torch::Device& device);
+
+  // Per step, from what the step computed anyway (ε_θ of the batch): the bound terms L_t of the sampled t,
+  // ε-MSE by t, L_T of the batch. No extra forward pass, no host sync.
+  void observe_batch(const torch::Tensor& eps, const torch::Tensor& noise, const torch::Tensor& x0,
+                     const torch::Tensor& x_t, const torch::Tensor& t);
+  void observe_phases(double data_wait, double forward_backward, double exposed_comm, double optimizer);
+  void observe_sync(const SyncStats& stats);
+  void observe_checkpoint(int64_t step, double seconds, double bytes);
+  void observe_nonfinite_step();
+
+  // At a logging step: turns the interval's sums into gauges and publishes a snapshot.
+  // `report`: the figures of the progress line (all ranks' images/s; exported per rank); `param_norm`: ‖θ‖.
+  void report(const StepReport& report, double param_norm);
+  // Full bound of `model` over the held-out batch (split across ranks); publishes it and, on rank 0, appends
+  // the per-t vector to <run.dir>/bound_eval.jsonl. Collective.
+  void evaluate(int64_t step, UNet& model);
+  bool wants_eval(int64_t step) const;
+
+ private:
+  BoundSnapshot interval_bound() const;
+
+  const Config& config_;
+  const MpiContext& mpi_;
+  const GaussianDiffusion& diffusion_;
+  torch::Device device_;
+  std::vector<std::pair<int64_t, int64_t>> ranges_;
+  std::shared_ptr<MetricsRegistry> registry_;
+  std::unique_ptr<MetricsServer> server_;
+  torch::Tensor heldout_;  // the fixed evaluation batch, in [-1, 1]
+  MetricsSnapshot current_;
+  // Interval sums on the device, indexed by timestep index: Σ L_t, Σ ε-MSE, counts; and Σ L_T, batches. All
+  // updated in place on the device, so that a captured CUDA graph of the training step keeps adding to them.
+  torch::Tensor vb_sum_, mse_sum_, count_, prior_sum_, prior_batches_;
+};
+
+}  // namespace ddpm
