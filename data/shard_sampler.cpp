@@ -9,8 +9,9 @@
 namespace ddpm {
 
 ShardTail parse_shard_tail(const std::string& name) {
-  if (name == "drop") return ShardTail::kDrop;
-  if (name == "wrap") return ShardTail::kWrap;
+  for (const auto& [tail, text] : kShardTailNames) {
+    if (name == text) return tail;
+  }
   throw DataError("unknown shard_tail '" + name + "' (expected drop or wrap)");
 }
 

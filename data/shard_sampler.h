@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ddpm {
@@ -11,6 +12,8 @@ enum class ShardTail {
   kDrop,  // truncate the permutation to floor(N / W) * W; the dropped images differ per epoch
   kWrap,  // pad the permutation to ceil(N / W) * W by repeating its start
 };
+inline constexpr std::pair<ShardTail, const char*> kShardTailNames[] = {{ShardTail::kDrop, "drop"},
+                                                                         {ShardTail::kWrap, "wrap"}};
 
 // "drop" | "wrap". Throws DataError otherwise.
 ShardTail parse_shard_tail(const std::string& name);

@@ -10,17 +10,15 @@
 namespace ddpm {
 
 CommBackend parse_comm_backend(const std::string& name) {
-  if (name == "auto") return CommBackend::kAuto;
-  if (name == "mpi") return CommBackend::kMpi;
-  if (name == "nccl") return CommBackend::kNccl;
+  for (const auto& [backend, text] : kCommBackendNames) {
+    if (name == text) return backend;
+  }
   throw std::invalid_argument("unknown communication backend '" + name + "' (expected auto, mpi or nccl)");
 }
 
 std::string to_string(CommBackend backend) {
-  switch (backend) {
-    case CommBackend::kAuto: return "auto";
-    case CommBackend::kMpi: return "mpi";
-    case CommBackend::kNccl: return "nccl";
+  for (const auto& [value, text] : kCommBackendNames) {
+    if (value == backend) return text;
   }
   return "unknown";
 }

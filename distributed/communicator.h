@@ -6,13 +6,11 @@
 #include <memory>
 #include <string>
 
+#include "distributed/comm_backend.h"
 #include "distributed/mpi_context.h"
 
 namespace ddpm {
 
-enum class CommBackend { kAuto, kMpi, kNccl };
-CommBackend parse_comm_backend(const std::string& name);
-std::string to_string(CommBackend backend);
 
 class Communicator {
  public:

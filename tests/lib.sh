@@ -53,6 +53,7 @@ exit_status() {
     sed 's/^/  /' "$HARNESS_ERRORS" >&2
     exit "$HARNESS_ERROR_STATUS"
   fi
+  [[ "${skipped:-0}" =~ ^[0-9]+$ ]] || harness_error "the script's \$skipped is not a count: '${skipped}'"
   ((passes + failures + ${skipped:-0} > 0)) || harness_error "no check ran"
   ((failures == 0)) || exit 1
   exit 0

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <string>
 
+#include <yaml-cpp/yaml.h>
+
 #include "trainer/config/config.h"
 
 namespace {
@@ -134,6 +136,75 @@ TEST_F(ConfigTest, MissingFileAndInvalidYamlAreClear) {
   }
   EXPECT_NE(error_of("train: [unclosed\n").find("invalid YAML"), std::string::npos);
   EXPECT_NE(error_of("- a\n- b\n").find("must be a mapping"), std::string::npos);
+}
+
+// Each key is declared once (its schema row); a shipped config that lacks a key, or lists one the schema does not
+// have, fails here. Unknown keys also fail loading, but a missing one would silently take the default.
+TEST_F(ConfigTest, ShippedConfigsListEveryKeyOfTheSchemaOnceInItsOrder) {
+  const std::vector<std::string> schema = ddpm::config_keys();
+  EXPECT_EQ(schema.size(), 48u);  // a key added or removed: update the shipped configs and this count
+  for (const char* name : {"cifar10.yaml", "fashion_mnist.yaml", "smoke.yaml"}) {
+    const YAML::Node root = YAML::LoadFile((fs::path(DDPM_SOURCE_DIR) / "configs" / name).string());
+    std::vector<std::string> listed;
+    for (const auto& section : root) {
+      for (const auto& key : section.second) listed.push_back(section.first.as<std::string>() + "." + key.first.as<std::string>());
+    }
+    EXPECT_EQ(listed, schema) << name;
+  }
+}
+
+TEST_F(ConfigTest, NumbersPrintAsWritten) {
+  const std::string yaml = ddpm::to_yaml(ddpm::load_config(write("train:\n  lr: 2e-4\n  grad_clip: 0.5\n"),
+                                                           {"distributed.timeout_seconds=60", "train.ema_rates=[0.9999, 0.999]"}));
+  for (const char* line : {"  timeout_seconds: 60\n", "  lr: 0.0002\n", "  grad_clip: 0.5\n", "  bucket_mb: 25\n",
+                           "  ema_rates: [0.9999, 0.999]\n", "  dropout: 0.1\n", "  steps: 1500\n"}) {
+    EXPECT_NE(yaml.find(line), std::string::npos) << line << "in\n" << yaml;
+  }
+  EXPECT_EQ(yaml.find("e+"), std::string::npos) << yaml;
+  EXPECT_EQ(ddpm::to_yaml(ddpm::load_config(write(yaml))), yaml);  // and read back as the same values
+}
+
+TEST_F(ConfigTest, EnumLikeKeysAreParsedIntoTheirTypes) {
+  const ddpm::Config config = ddpm::load_config(
+      write("{}"), {"diffusion.schedule=cosine", "diffusion.model_variance=fixed_small", "diffusion.loss=kl",
+                    "train.precision=bf16", "distributed.backend=mpi", "data.format=cifar10", "data.split=test",
+                    "data.shard_tail=wrap", "run.device=cpu"});
+  EXPECT_EQ(config.diffusion.schedule, ddpm::BetaSchedule::kCosine);
+  EXPECT_EQ(config.diffusion.model_variance, ddpm::ModelVariance::kFixedSmall);
+  EXPECT_EQ(config.diffusion.loss, ddpm::Objective::kKl);
+  EXPECT_EQ(config.train.precision, ddpm::Precision::kBf16);
+  EXPECT_EQ(config.distributed.backend, ddpm::CommBackend::kMpi);
+  EXPECT_EQ(config.data.format, ddpm::DataFormat::kCifar10);
+  EXPECT_EQ(config.data.split, ddpm::DataSplit::kTest);
+  EXPECT_EQ(config.data.shard_tail, ddpm::ShardTail::kWrap);
+  EXPECT_EQ(config.run.device, ddpm::DeviceChoice::kCpu);
+  const ddpm::Config defaults;
+  EXPECT_EQ(defaults.diffusion.schedule, ddpm::BetaSchedule::kLinear);
+  EXPECT_EQ(defaults.train.precision, ddpm::Precision::kFp32);
+  EXPECT_STREQ(ddpm::choice_name(config.diffusion.model_variance), "fixed_small");
+}
+
+TEST_F(ConfigTest, KeysAreListedWithTypeDefaultAndHelp) {
+  const std::string keys = ddpm::describe_keys();
+  for (const std::string& key : ddpm::config_keys()) {
+    EXPECT_NE(("\n" + keys).find("\n" + key + "  ("), std::string::npos) << key;
+  }
+  EXPECT_EQ(keys.rfind("run.dir  (a string; default runs/fashion_mnist)\n", 0), 0u) << keys;
+  EXPECT_NE(keys.find("train.lr  (a number; default 0.001)\n    Adam's learning rate after warmup\n"), std::string::npos);
+  EXPECT_NE(keys.find("diffusion.schedule  (one of linear | cosine; default linear)\n"), std::string::npos);
+  EXPECT_NE(keys.find("model.channel_mult  (a list of integers; default [1, 2, 2]) [must match to resume]\n"),
+            std::string::npos);
+}
+
+// The signature a checkpoint is checked against on resume: the same text as the earlier hand-written one, so that
+// the checkpoints of existing runs still resume.
+TEST_F(ConfigTest, ShapeSignatureHoldsTheShapeKeysOnly) {
+  EXPECT_EQ(ddpm::model_shape_signature(ddpm::Config{}),
+            "data.image_size: 28\ndata.channels: 1\nmodel.channels: 32\nmodel.channel_mult: [1, 2, 2]\n"
+            "model.num_res_blocks: 1\nmodel.attention_resolutions: [7]\ndiffusion.timesteps: 1000\n"
+            "train.ema_rates: [0.995]\n");
+  const ddpm::Config other = ddpm::load_config(write("{}"), {"train.lr=0.5", "model.dropout=0"});
+  EXPECT_EQ(ddpm::model_shape_signature(other), ddpm::model_shape_signature(ddpm::Config{}));
 }
 
 }  // namespace

@@ -113,7 +113,7 @@ TEST_F(TrainerTest, LossGoesDownAndTheLogHasEveryFigure) {
 // The `kl` objective trains on the true bound terms (bits/dim of the sampled t) instead of ε-MSE.
 TEST_F(TrainerTest, KlObjectiveTrainsOnTheBoundTerms) {
   ddpm::Config config = smoke("kl", 12);
-  config.diffusion.loss = "kl";
+  config.diffusion.loss = ddpm::Objective::kKl;
   train(config);
   std::ifstream log(root_ / "kl" / "train_log.jsonl");
   std::vector<double> losses;

@@ -56,14 +56,14 @@ int64_t expected_count(const ddpm::UNetOptions& o) {
 }
 
 TEST(UNet, Cifar10ModelHasThePapersParameterCount) {
-  const ddpm::UNetOptions options;  // ch 128, mult 1,2,2,2, 2 blocks, attention at 16, 32x32x3
+  const ddpm::UNetOptions options = ddpm::ddpm_cifar10_unet();  // ch 128, mult 1,2,2,2, 2 blocks, attention at 16, 32x32x3
   const ddpm::UNet model(options);
   EXPECT_EQ(expected_count(options), 35746307);
   EXPECT_EQ(model->parameter_count(), 35746307);
 }
 
 TEST(UNet, CountMatchesForOtherShapes) {
-  ddpm::UNetOptions options;
+  ddpm::UNetOptions options = ddpm::ddpm_cifar10_unet();
   options.image_size = 28;
   options.in_channels = options.out_channels = 1;
   options.channels = 32;
@@ -76,13 +76,13 @@ TEST(UNet, CountMatchesForOtherShapes) {
 
 TEST(UNet, ShapesForCifarAndFashionMnist) {
   torch::manual_seed(0);
-  ddpm::UNetOptions cifar;
+  ddpm::UNetOptions cifar = ddpm::ddpm_cifar10_unet();
   cifar.channels = 32;  // the paper's layout at a quarter of the width keeps the test fast
   ddpm::UNet cifar_model(cifar);
   const torch::Tensor x = torch::randn({2, 3, 32, 32});
   EXPECT_EQ(cifar_model->forward(x, torch::tensor({0, 999})).sizes(), x.sizes());
 
-  ddpm::UNetOptions fashion;
+  ddpm::UNetOptions fashion = ddpm::ddpm_cifar10_unet();
   fashion.image_size = 28;
   fashion.in_channels = fashion.out_channels = 1;
   fashion.channels = 32;
@@ -96,7 +96,7 @@ TEST(UNet, ShapesForCifarAndFashionMnist) {
 
 TEST(UNet, FreshModelPredictsZeroAndTrainingMovesIt) {
   torch::manual_seed(1);
-  ddpm::UNetOptions options;
+  ddpm::UNetOptions options = ddpm::ddpm_cifar10_unet();
   options.channels = 32;
   options.channel_mult = {1, 2};
   options.attention_resolutions = {16};
@@ -131,7 +131,7 @@ TEST(UNet, TimestepEmbeddingIsSinusoidal) {
 // 2·4096 = 2,367,488; attention 4·2·1024·64 + 2·2·64²·32 = 1,048,576; an up res block 64→32 with its 1x1 skip
 // 2·(18432 + 9216 + 2048)·64 + 8192 = 3,809,280; conv_out 36,864.
 TEST(UNet, ForwardFlopsCountedFromTheLayers) {
-  ddpm::UNetOptions options;
+  ddpm::UNetOptions options = ddpm::ddpm_cifar10_unet();
   options.image_size = 8;
   options.in_channels = options.out_channels = 1;
   options.channels = 32;
@@ -144,7 +144,7 @@ TEST(UNet, ForwardFlopsCountedFromTheLayers) {
   // The CIFAR-10 model against an independent count: PyTorch's FlopCounterMode on diffusers' UNet2DModel built
   // as the same network (launch/peer_bench.py, 35,746,307 parameters; attention through the math backend so
   // that the counter sees its matrix products), divided by its batch of 2. About 6.2 G multiply-adds per image.
-  const ddpm::UNet cifar(ddpm::UNetOptions{});
+  const ddpm::UNet cifar(ddpm::ddpm_cifar10_unet());
   EXPECT_EQ(cifar->forward_flops(), 12'443'713'536);
 }
 

@@ -42,8 +42,8 @@ kill -KILL "$job" 2>/dev/null
 pkill -KILL -f -- "run.dir=$WORK/skips" 2>/dev/null
 wait "$job" 2>/dev/null
 if [[ "$counters" == "3 3 " ]]; then ok "ddpm_nonfinite_steps_total is 3 on both ranks"; else fail "counters on the ranks: '$counters'"; tail -n 5 "$WORK/skips.log"; fi
-skipped="$(sed -n 's/.*warning: step \([0-9]*\) skipped: non-finite.*/\1/p' "$WORK/skips.log" | tr '\n' ' ')"
-[[ "$skipped" == "3 5 7 " ]] && ok "steps 3, 5, 7 skipped, no other" || fail "skipped steps: '$skipped'"
+skipped_steps="$(sed -n 's/.*warning: step \([0-9]*\) skipped: non-finite.*/\1/p' "$WORK/skips.log" | tr '\n' ' ')"
+[[ "$skipped_steps" == "3 5 7 " ]] && ok "steps 3, 5, 7 skipped, no other" || fail "skipped steps: '$skipped_steps'"
 grep -q '"step":8,.*"skipped_steps":3' "$WORK/skips/train_log.jsonl" && ok "train_log.jsonl counts 3 skipped steps" ||
   fail "train_log.jsonl: $(tail -n 1 "$WORK/skips/train_log.jsonl")"
 # The replicas stayed equal: the replica checks ran, and none found a difference. The trainer reports a check only

@@ -35,11 +35,14 @@ struct ConfigArgs {
   std::vector<std::string> overrides;
 };
 
-void add_config_options(CLI::App& command, ConfigArgs& args) {
-  command.add_option("--config", args.path, "YAML config of the run (configs/*.yaml)")->required()->check(CLI::ExistingFile);
+CLI::Option* add_config_options(CLI::App& command, ConfigArgs& args, bool required = true) {
+  CLI::Option* config =
+      command.add_option("--config", args.path, "YAML config of the run (configs/*.yaml)")->check(CLI::ExistingFile);
+  if (required) config->required();
   command.add_option("--set", args.overrides, "Override a config key: section.key=value (repeatable)")
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);
+  return config;
 }
 
 std::string build_info() {
@@ -85,7 +88,11 @@ void share_cores(const ddpm::MpiContext& mpi) {
   torch::set_num_threads(std::max(1, cores / std::max(1, mpi.local_size())));
 }
 
-int run_config(const ConfigArgs& args) {
+int run_config(const ConfigArgs& args, bool keys) {
+  if (keys) {
+    std::cout << ddpm::describe_keys();
+    return 0;
+  }
   const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
   std::cout << "# resolved config of " << args.path << "\n" << ddpm::to_yaml(config);
   return 0;
@@ -162,7 +169,7 @@ int run_eval(const ConfigArgs& args, const EvalArgs& eval, const ddpm::MpiContex
   const std::string checkpoint =
       mpi.broadcast_string(mpi.rank() == 0 ? ddpm::resolve_checkpoint(config, eval.checkpoint) : std::string());
   ddpm::LoadedModel loaded = ddpm::load_model(config, checkpoint, /*allow_fresh=*/true, device);
-  const ddpm::ImageDataset test = ddpm::load_dataset(ddpm::dataset_spec(config, "test"));
+  const ddpm::ImageDataset test = ddpm::load_dataset(ddpm::dataset_spec(config, ddpm::DataSplit::kTest));
   const int64_t count = eval.count > 0 ? std::min(eval.count, test.size()) : test.size();
   if (mpi.rank() == 0) {
     std::cout << "evaluating the full bound (" << config.diffusion.timesteps << " terms per image) of " << loaded.source
@@ -199,7 +206,7 @@ int run_bench(const ConfigArgs& args, const BenchArgs& bench, const ddpm::MpiCon
   if (mpi.rank() == 0) {
     std::cout << "benchmark of " << args.path << " on " << mpi.world_size() << " rank(s), " << device.str() << ": "
               << bench.options.warmup << " warm-up steps, " << bench.options.steps << " timed steps of batch "
-              << config.train.batch_size << " per rank (" << config.train.precision
+              << config.train.batch_size << " per rank (" << ddpm::choice_name(config.train.precision)
               << (config.train.channels_last ? ", channels-last" : "") << (config.train.fused_adam ? ", fused Adam" : "")
               << ")" << std::endl;
   }
@@ -224,7 +231,12 @@ int main(int argc, char** argv) {
 
   ConfigArgs config_args;
   CLI::App* config_cmd = app.add_subcommand("config", "Print the resolved config (file + --set overrides), checked");
-  add_config_options(*config_cmd, config_args);
+  CLI::Option* config_file = add_config_options(*config_cmd, config_args, /*required=*/false);
+  bool keys = false;
+  config_cmd->add_flag("--keys", keys, "List every config key with its type, default and meaning")->excludes(config_file);
+  config_cmd->callback([&] {
+    if (!keys && config_args.path.empty()) throw CLI::RequiredError("--config");
+  });
 
   ConfigArgs train_args;
   std::string progress = "auto";
@@ -287,7 +299,7 @@ int main(int argc, char** argv) {
 
   if (config_cmd->parsed()) {
     try {
-      return run_config(config_args);
+      return run_config(config_args, keys);
     } catch (const std::exception& e) {
       ddpm::print_line("ddpm: error: " + std::string(e.what()));
       return kExitError;

@@ -10,12 +10,10 @@ namespace ddpm {
 
 UNetOptions unet_options(const Config& config);
 GaussianDiffusion make_diffusion(const Config& config);
-DatasetSpec dataset_spec(const Config& config, const std::string& split);
+DatasetSpec dataset_spec(const Config& config, DataSplit split);
 LoaderOptions loader_options(const Config& config, int64_t rank, int64_t world_size, const torch::Device& device);
 // run.device resolved on this rank: auto picks CUDA device (local rank mod visible devices) when CUDA is
 // available, else the CPU. Throws for cuda on a machine (or build) without it.
 torch::Device select_device(const Config& config, int local_rank);
-// What must match for two runs to share checkpoints: the model's and the data's shapes, as YAML text.
-std::string model_shape_signature(const Config& config);
 
 }  // namespace ddpm

@@ -48,17 +48,8 @@ std::string did_you_mean(const std::string& wrong, const std::vector<std::string
   return " (did you mean '" + best + "'?)";
 }
 
-// A key of the schema: how to read it from YAML (with its checks) and how to write it back.
-struct Field {
-  std::string section;
-  std::string key;
-  std::string expected;  // for type errors: "an integer", "a list of numbers", ...
-  std::function<void(Config&, const YAML::Node&)> read;   // throws std::invalid_argument on a bad value
-  std::function<void(const Config&, YAML::Emitter&)> write;
-  std::string path() const { return section + "." + key; }
-};
-
-// Shortest text that reads back as the same double (0.0002, not 0.00020000000000000001).
+// Shortest text that reads back as the same double, in positional notation where that stays short (0.0002, not
+// 0.00020000000000000001 or 2e-04; 60, not 6e+01).
 std::string format_double(double value) {
   char buffer[64];
   for (int precision = 1; precision <= 17; ++precision) {
@@ -66,17 +57,12 @@ std::string format_double(double value) {
     if (std::strtod(buffer, nullptr) == value) break;
   }
   std::string text(buffer);
-  if (text.find_first_of(".eEn") == std::string::npos) text += ".0";  // keep it a float for readers
-  return text;
-}
-
-template <class T>
-void emit(YAML::Emitter& out, const T& value) {
-  if constexpr (std::is_same_v<T, double>) {
-    out << format_double(value);
-  } else {
-    out << value;
+  if (text.find('e') == std::string::npos) return text;
+  for (int decimals = 0; decimals <= 12; ++decimals) {
+    std::snprintf(buffer, sizeof(buffer), "%.*f", decimals, value);
+    if (std::strtod(buffer, nullptr) == value) return buffer;
   }
+  return text;  // too small or too large for positional notation to stay short
 }
 
 // A path or name with a control character in it is a mistake (a stray carriage return at the end of a file
@@ -93,68 +79,120 @@ void reject_control_characters(const std::string& value) {
   }
 }
 
+// ---- What each type of key is: its name in messages, how it is read, how it is written -------------------------
+template <class T>
+inline constexpr bool kIsList = std::is_same_v<T, std::vector<int64_t>> || std::is_same_v<T, std::vector<double>>;
+
+template <class T>
+std::string type_name() {
+  if constexpr (std::is_same_v<T, bool>) return "true or false";
+  if constexpr (std::is_same_v<T, int64_t>) return "an integer";
+  if constexpr (std::is_same_v<T, uint64_t>) return "a non-negative integer";
+  if constexpr (std::is_same_v<T, double>) return "a number";
+  if constexpr (std::is_same_v<T, std::string> || std::is_enum_v<T>) return "a string";
+  if constexpr (std::is_same_v<T, std::vector<int64_t>>) return "a list of integers";
+  if constexpr (std::is_same_v<T, std::vector<double>>) return "a list of numbers";
+}
+
+template <class T>
+std::vector<std::string> choice_list() {
+  std::vector<std::string> names;
+  if constexpr (std::is_enum_v<T>) {
+    for (const auto& entry : choices(T{})) names.emplace_back(entry.second);
+  }
+  return names;
+}
+
 template <class T>
 T scalar_as(const YAML::Node& node) {
   if (!node.IsScalar()) throw YAML::BadConversion(node.Mark());
   return node.as<T>();
 }
 
-template <class T, class Member>
-Field make_field(std::string section, std::string key, std::string expected, Member member,
-                 std::function<void(const T&)> check) {
-  Field field;
-  field.section = std::move(section);
-  field.key = std::move(key);
-  field.expected = std::move(expected);
-  field.read = [member, check](Config& config, const YAML::Node& node) {
+// Throws YAML::BadConversion for a value of another type, std::invalid_argument for a bad one of the right type.
+template <class T>
+T read_value(const YAML::Node& node) {
+  if constexpr (kIsList<T>) {
+    if (!node.IsSequence()) throw YAML::BadConversion(node.Mark());
     T value;
-    if constexpr (std::is_same_v<T, std::vector<int64_t>> || std::is_same_v<T, std::vector<double>>) {
-      if (!node.IsSequence()) throw YAML::BadConversion(node.Mark());
-      for (const YAML::Node& item : node) {
-        try {
-          value.push_back(scalar_as<typename T::value_type>(item));
-        } catch (const YAML::BadConversion&) {
-          const std::string shown = item.IsScalar() ? "'" + item.Scalar() + "'" : item.IsNull() ? "empty" : "not a single value";
-          throw std::invalid_argument("entry " + std::to_string(value.size() + 1) + " of the list is " + shown +
-                                      ", not a number" + (std::is_same_v<T, std::vector<int64_t>> ? " (an integer)" : ""));
-        }
+    for (const YAML::Node& item : node) {
+      try {
+        value.push_back(scalar_as<typename T::value_type>(item));
+      } catch (const YAML::BadConversion&) {
+        const std::string shown = item.IsScalar() ? "'" + item.Scalar() + "'" : item.IsNull() ? "empty" : "not a single value";
+        throw std::invalid_argument("entry " + std::to_string(value.size() + 1) + " of the list is " + shown +
+                                    ", not a number" + (std::is_same_v<T, std::vector<int64_t>> ? " (an integer)" : ""));
       }
-    } else {
-      value = scalar_as<T>(node);
     }
+    return value;
+  } else if constexpr (std::is_enum_v<T>) {
+    const std::string name = scalar_as<std::string>(node);
+    for (const auto& [choice, text] : choices(T{})) {
+      if (name == text) return choice;
+    }
+    const std::vector<std::string> names = choice_list<T>();
+    std::string list;
+    for (const std::string& n : names) list += (list.empty() ? "" : ", ") + n;
+    throw std::invalid_argument("must be one of " + list + ", got '" + name + "'" + did_you_mean(name, names));
+  } else {
+    const T value = scalar_as<T>(node);
     if constexpr (std::is_same_v<T, std::string>) reject_control_characters(value);
-    if (check) check(value);
-    member(config) = value;
-  };
-  field.write = [member](const Config& config, YAML::Emitter& out) {
-    const T& value = member(const_cast<Config&>(config));
-    if constexpr (std::is_same_v<T, std::vector<int64_t>> || std::is_same_v<T, std::vector<double>>) {
-      out << YAML::Flow << YAML::BeginSeq;
-      for (const auto& item : value) emit(out, item);
-      out << YAML::EndSeq;
-    } else {
-      emit(out, value);
-    }
-  };
-  return field;
+    return value;
+  }
 }
 
-std::function<void(const int64_t&)> at_least(int64_t minimum) {
+// The value as YAML flow text: 0.001, [1, 2, 2], linear, true.
+template <class T>
+std::string value_text(const T& value) {
+  if constexpr (kIsList<T>) {
+    std::string text = "[";
+    for (size_t i = 0; i < value.size(); ++i) text += (i ? ", " : "") + value_text(value[i]);
+    return text + "]";
+  } else if constexpr (std::is_enum_v<T>) {
+    return choice_name(value);
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return value ? "true" : "false";
+  } else if constexpr (std::is_same_v<T, double>) {
+    return format_double(value);
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    return value;
+  } else {
+    return std::to_string(value);
+  }
+}
+
+template <class T>
+void emit_value(YAML::Emitter& out, const T& value) {
+  if constexpr (kIsList<T>) {
+    out << YAML::Flow << YAML::BeginSeq;
+    for (const auto& item : value) emit_value(out, item);
+    out << YAML::EndSeq;
+  } else if constexpr (std::is_same_v<T, double> || std::is_enum_v<T>) {
+    out << value_text(value);
+  } else {
+    out << value;
+  }
+}
+
+// ---- Checks: each throws std::invalid_argument with the reason -------------------------------------------------
+template <class T>
+using Check = std::function<void(const T&)>;
+
+Check<int64_t> at_least(int64_t minimum) {
   return [minimum](const int64_t& v) {
     if (v < minimum) throw std::invalid_argument("must be at least " + std::to_string(minimum) + ", got " + std::to_string(v));
   };
 }
 
-std::function<void(const std::string&)> one_of(std::vector<std::string> choices) {
-  return [choices](const std::string& v) {
-    if (std::find(choices.begin(), choices.end(), v) != choices.end()) return;
-    std::string list;
-    for (const std::string& c : choices) list += (list.empty() ? "" : ", ") + c;
-    throw std::invalid_argument("must be one of " + list + ", got '" + v + "'" + did_you_mean(v, choices));
+Check<int64_t> between(int64_t lo, int64_t hi) {
+  return [lo, hi](const int64_t& v) {
+    if (v < lo || v > hi) {
+      throw std::invalid_argument("must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(v));
+    }
   };
 }
 
-std::function<void(const double&)> in_range(double lo, double hi, bool lo_open = false) {
+Check<double> in_range(double lo, double hi, bool lo_open = false) {
   return [lo, hi, lo_open](const double& v) {
     const bool ok = (lo_open ? v > lo : v >= lo) && v <= hi;
     if (!ok) {
@@ -165,7 +203,7 @@ std::function<void(const double&)> in_range(double lo, double hi, bool lo_open =
   };
 }
 
-std::function<void(const std::vector<int64_t>&)> positive_list(bool allow_empty) {
+Check<std::vector<int64_t>> positive_list(bool allow_empty) {
   return [allow_empty](const std::vector<int64_t>& v) {
     if (v.empty() && !allow_empty) throw std::invalid_argument("must not be empty");
     for (int64_t x : v) {
@@ -174,83 +212,140 @@ std::function<void(const std::vector<int64_t>&)> positive_list(bool allow_empty)
   };
 }
 
+Check<std::string> not_empty() {
+  return [](const std::string& v) {
+    if (v.empty()) throw std::invalid_argument("must not be empty");
+  };
+}
+
+// ---- A key of the schema ---------------------------------------------------------------------------------------
+enum class Part { kRun, kShape };  // kShape: part of what must match to resume (model_shape_signature)
+
+struct Field {
+  std::string section;
+  std::string key;
+  std::string expected;              // the type, for messages: "an integer", "a list of numbers", ...
+  std::vector<std::string> choices;  // an enum-like key's names
+  std::string default_text;
+  std::string help;
+  Part part = Part::kRun;
+  std::function<void(Config&, const YAML::Node&)> read;  // throws YAML::BadConversion / std::invalid_argument
+  std::function<void(const Config&, YAML::Emitter&)> write;
+  std::function<std::string(const Config&)> text;
+  std::function<void(Config&)> reset;  // to the default
+  std::string path() const { return section + "." + key; }
+};
+
+// One row: where the value lives (the macro names the section and key after the field, so the two cannot drift),
+// its default, its check, and a help line. The type comes from the field.
+template <class T>
+struct Given {  // keeps T out of deduction: the field's type decides, and the default and check convert to it
+  using type = T;
+};
+
+template <class Access, class T = std::remove_reference_t<std::invoke_result_t<Access, Config&>>>
+Field row(const char* section, const char* key, Access access, typename Given<T>::type default_value,
+          typename Given<Check<T>>::type check, std::string help, Part part = Part::kRun) {
+  Field field;
+  field.section = section;
+  field.key = key;
+  field.expected = type_name<T>();
+  field.choices = choice_list<T>();
+  field.default_text = value_text(default_value);
+  field.help = std::move(help);
+  field.part = part;
+  field.read = [access, check](Config& config, const YAML::Node& node) {
+    const T value = read_value<T>(node);
+    if (check) check(value);
+    access(config) = value;
+  };
+  field.write = [access](const Config& config, YAML::Emitter& out) { emit_value(out, access(const_cast<Config&>(config))); };
+  field.text = [access](const Config& config) { return value_text(access(const_cast<Config&>(config))); };
+  field.reset = [access, default_value](Config& config) { access(config) = default_value; };
+  return field;
+}
+#define DDPM_KEY(section, key) #section, #key, [](Config& c) -> auto& { return c.section.key; }
+
 const std::vector<Field>& schema() {
-  using S = std::string;
-  using I = int64_t;
-  using D = double;
   using VI = std::vector<int64_t>;
   using VD = std::vector<double>;
   static const std::vector<Field> fields = {
-      make_field<S>("run", "dir", "a string", [](Config& c) -> S& { return c.run.dir; },
-                    [](const S& v) { if (v.empty()) throw std::invalid_argument("must not be empty"); }),
-      make_field<uint64_t>("run", "seed", "a non-negative integer", [](Config& c) -> uint64_t& { return c.run.seed; }, {}),
-      make_field<S>("run", "device", "a string", [](Config& c) -> S& { return c.run.device; }, one_of({"auto", "cpu", "cuda"})),
-      make_field<S>("data", "format", "a string", [](Config& c) -> S& { return c.data.format; },
-                    one_of({"idx", "cifar10", "folder"})),
-      make_field<S>("data", "path", "a string", [](Config& c) -> S& { return c.data.path; },
-                    [](const S& v) { if (v.empty()) throw std::invalid_argument("must not be empty"); }),
-      make_field<S>("data", "split", "a string", [](Config& c) -> S& { return c.data.split; }, one_of({"train", "test"})),
-      make_field<I>("data", "image_size", "an integer", [](Config& c) -> I& { return c.data.image_size; }, at_least(1)),
-      make_field<I>("data", "channels", "an integer", [](Config& c) -> I& { return c.data.channels; },
-                    [](const I& v) { if (v != 1 && v != 3) throw std::invalid_argument("must be 1 or 3, got " + std::to_string(v)); }),
-      make_field<bool>("data", "random_flip", "true or false", [](Config& c) -> bool& { return c.data.random_flip; }, {}),
-      make_field<S>("data", "shard_tail", "a string", [](Config& c) -> S& { return c.data.shard_tail; }, one_of({"drop", "wrap"})),
-      make_field<I>("data", "loader_threads", "an integer", [](Config& c) -> I& { return c.data.loader_threads; }, at_least(1)),
-      make_field<I>("data", "prefetch_batches", "an integer", [](Config& c) -> I& { return c.data.prefetch_batches; }, at_least(1)),
-      make_field<I>("model", "channels", "an integer", [](Config& c) -> I& { return c.model.channels; }, at_least(1)),
-      make_field<VI>("model", "channel_mult", "a list of integers", [](Config& c) -> VI& { return c.model.channel_mult; },
-                     positive_list(false)),
-      make_field<I>("model", "num_res_blocks", "an integer", [](Config& c) -> I& { return c.model.num_res_blocks; }, at_least(1)),
-      make_field<VI>("model", "attention_resolutions", "a list of integers",
-                     [](Config& c) -> VI& { return c.model.attention_resolutions; }, positive_list(true)),
-      make_field<D>("model", "dropout", "a number", [](Config& c) -> D& { return c.model.dropout; }, in_range(0.0, 0.99)),
-      make_field<I>("diffusion", "timesteps", "an integer", [](Config& c) -> I& { return c.diffusion.timesteps; }, at_least(2)),
-      make_field<S>("diffusion", "schedule", "a string", [](Config& c) -> S& { return c.diffusion.schedule; },
-                    one_of({"linear", "cosine"})),
-      make_field<S>("diffusion", "model_variance", "a string", [](Config& c) -> S& { return c.diffusion.model_variance; },
-                    one_of({"fixed_large", "fixed_small"})),
-      make_field<S>("diffusion", "loss", "a string", [](Config& c) -> S& { return c.diffusion.loss; }, one_of({"simple", "kl"})),
-      make_field<I>("train", "steps", "an integer", [](Config& c) -> I& { return c.train.steps; }, at_least(1)),
-      make_field<I>("train", "batch_size", "an integer", [](Config& c) -> I& { return c.train.batch_size; }, at_least(1)),
-      make_field<I>("train", "micro_batches", "an integer", [](Config& c) -> I& { return c.train.micro_batches; }, at_least(1)),
-      make_field<D>("train", "lr", "a number", [](Config& c) -> D& { return c.train.lr; }, in_range(0.0, 1.0, true)),
-      make_field<I>("train", "warmup_steps", "an integer", [](Config& c) -> I& { return c.train.warmup_steps; }, at_least(0)),
-      make_field<D>("train", "grad_clip", "a number", [](Config& c) -> D& { return c.train.grad_clip; },
-                    [](const D& v) { if (!(v >= 0.0)) throw std::invalid_argument("must be >= 0 (0 turns clipping off)"); }),
-      make_field<VD>("train", "ema_rates", "a list of numbers", [](Config& c) -> VD& { return c.train.ema_rates; },
-                     [](const VD& v) { for (double r : v) in_range(0.0, 1.0, true)(r); }),
-      make_field<I>("train", "log_every", "an integer", [](Config& c) -> I& { return c.train.log_every; }, at_least(1)),
-      make_field<I>("train", "checkpoint_every", "an integer", [](Config& c) -> I& { return c.train.checkpoint_every; }, at_least(1)),
-      make_field<I>("train", "keep_checkpoints", "an integer", [](Config& c) -> I& { return c.train.keep_checkpoints; }, at_least(1)),
-      make_field<I>("train", "max_consecutive_skips", "an integer",
-                    [](Config& c) -> I& { return c.train.max_consecutive_skips; }, at_least(1)),
-      make_field<S>("train", "precision", "a string", [](Config& c) -> S& { return c.train.precision; }, one_of({"fp32", "bf16"})),
-      make_field<bool>("train", "channels_last", "true or false", [](Config& c) -> bool& { return c.train.channels_last; }, {}),
-      make_field<bool>("train", "fused_adam", "true or false", [](Config& c) -> bool& { return c.train.fused_adam; }, {}),
-      make_field<bool>("train", "cuda_graph", "true or false", [](Config& c) -> bool& { return c.train.cuda_graph; }, {}),
-      make_field<S>("distributed", "backend", "a string", [](Config& c) -> S& { return c.distributed.backend; },
-                    one_of({"auto", "mpi", "nccl"})),
-      make_field<D>("distributed", "bucket_mb", "a number", [](Config& c) -> D& { return c.distributed.bucket_mb; },
-                    in_range(0.0, 4096.0, true)),
-      make_field<D>("distributed", "first_bucket_mb", "a number", [](Config& c) -> D& { return c.distributed.first_bucket_mb; },
-                    in_range(0.0, 4096.0, true)),
-      make_field<I>("distributed", "replica_check_every", "an integer",
-                    [](Config& c) -> I& { return c.distributed.replica_check_every; }, at_least(0)),
-      make_field<D>("distributed", "timeout_seconds", "a number", [](Config& c) -> D& { return c.distributed.timeout_seconds; },
-                    in_range(1.0, 86400.0)),
-      make_field<bool>("distributed", "always_reduce", "true or false",
-                       [](Config& c) -> bool& { return c.distributed.always_reduce; }, {}),
-      make_field<bool>("monitoring", "enabled", "true or false", [](Config& c) -> bool& { return c.monitoring.enabled; }, {}),
-      make_field<S>("monitoring", "bind_address", "a string", [](Config& c) -> S& { return c.monitoring.bind_address; },
-                    [](const S& v) { if (v.empty()) throw std::invalid_argument("must not be empty"); }),
-      make_field<I>("monitoring", "base_port", "an integer", [](Config& c) -> I& { return c.monitoring.base_port; },
-                    [](const I& v) { if (v < 0 || v > 65535) throw std::invalid_argument("must be in [0, 65535], got " + std::to_string(v)); }),
-      make_field<I>("monitoring", "bound_ranges", "an integer", [](Config& c) -> I& { return c.monitoring.bound_ranges; }, at_least(1)),
-      make_field<I>("monitoring", "eval_every", "an integer", [](Config& c) -> I& { return c.monitoring.eval_every; }, at_least(0)),
-      make_field<I>("monitoring", "eval_images", "an integer", [](Config& c) -> I& { return c.monitoring.eval_images; }, at_least(1)),
+      row(DDPM_KEY(run, dir), std::string("runs/fashion_mnist"), not_empty(),
+          "run directory: checkpoints, config.yaml, train_log.jsonl; a run resumes from it"),
+      row(DDPM_KEY(run, seed), uint64_t{0}, {}, "seed of the weights, the data order and every draw"),
+      row(DDPM_KEY(run, device), DeviceChoice::kAuto, {}, "auto: CUDA when present (GPU = local rank), else the CPU"),
+      row(DDPM_KEY(data, format), DataFormat::kIdx, {}, "idx (Fashion-MNIST), cifar10 (binary batches), folder (images)"),
+      row(DDPM_KEY(data, path), std::string("/usr/share/datasets/fashion-mnist"), not_empty(),
+          "folder holding the data set's files (every node needs it)"),
+      row(DDPM_KEY(data, split), DataSplit::kTrain, {}, "which split trains (idx, cifar10; a folder has one)"),
+      row(DDPM_KEY(data, image_size), int64_t{28}, at_least(1), "side of the square images, in pixels", Part::kShape),
+      row(DDPM_KEY(data, channels), int64_t{1},
+          Check<int64_t>([](const int64_t& v) {
+            if (v != 1 && v != 3) throw std::invalid_argument("must be 1 or 3, got " + std::to_string(v));
+          }),
+          "1 (grayscale) or 3 (RGB)", Part::kShape),
+      row(DDPM_KEY(data, random_flip), false, {}, "random horizontal flips (the paper's CIFAR-10 augmentation)"),
+      row(DDPM_KEY(data, shard_tail), ShardTail::kDrop, {}, "how unequal shards are made equal across ranks"),
+      row(DDPM_KEY(data, loader_threads), int64_t{1}, at_least(1), "threads collating batches in the background"),
+      row(DDPM_KEY(data, prefetch_batches), int64_t{4}, at_least(1), "batches prepared ahead (bounds the memory)"),
+      row(DDPM_KEY(model, channels), int64_t{32}, at_least(1), "base width of the U-Net (a multiple of 32)", Part::kShape),
+      row(DDPM_KEY(model, channel_mult), VI{1, 2, 2}, positive_list(false), "width multiplier of each resolution level",
+          Part::kShape),
+      row(DDPM_KEY(model, num_res_blocks), int64_t{1}, at_least(1), "residual blocks per level", Part::kShape),
+      row(DDPM_KEY(model, attention_resolutions), VI{7}, positive_list(true), "resolutions with self-attention",
+          Part::kShape),
+      row(DDPM_KEY(model, dropout), 0.1, in_range(0.0, 0.99), "dropout in the residual blocks"),
+      row(DDPM_KEY(diffusion, timesteps), int64_t{1000}, at_least(2), "T, the number of diffusion steps", Part::kShape),
+      row(DDPM_KEY(diffusion, schedule), BetaSchedule::kLinear, {}, "the β schedule"),
+      row(DDPM_KEY(diffusion, model_variance), ModelVariance::kFixedLarge, {}, "σ_t² = β_t (large) or β̃_t (small)"),
+      row(DDPM_KEY(diffusion, loss), Objective::kSimple, {}, "simple: the ε-MSE (eq. 14); kl: the true bound terms"),
+      row(DDPM_KEY(train, steps), int64_t{1500}, at_least(1), "the run's target, in optimizer steps"),
+      row(DDPM_KEY(train, batch_size), int64_t{32}, at_least(1), "images per step on each rank"),
+      row(DDPM_KEY(train, micro_batches), int64_t{1}, at_least(1),
+          "gradient accumulation: batch_size split into this many, synchronized on the last"),
+      row(DDPM_KEY(train, lr), 1e-3, in_range(0.0, 1.0, true), "Adam's learning rate after warmup"),
+      row(DDPM_KEY(train, warmup_steps), int64_t{100}, at_least(0), "steps of linear learning-rate warmup"),
+      row(DDPM_KEY(train, grad_clip), 1.0,
+          Check<double>([](const double& v) {
+            if (!(v >= 0.0)) throw std::invalid_argument("must be >= 0 (0 turns clipping off)");
+          }),
+          "global gradient-norm clip (0: off)"),
+      row(DDPM_KEY(train, ema_rates), VD{0.995},
+          Check<VD>([](const VD& v) {
+            for (double r : v) in_range(0.0, 1.0, true)(r);
+          }),
+          "EMA decay rates; sampling and evaluation use the first", Part::kShape),
+      row(DDPM_KEY(train, log_every), int64_t{50}, at_least(1), "steps between progress lines, log lines and metrics"),
+      row(DDPM_KEY(train, checkpoint_every), int64_t{500}, at_least(1), "steps between checkpoints (and one at the end)"),
+      row(DDPM_KEY(train, keep_checkpoints), int64_t{3}, at_least(1), "newest checkpoints kept in run.dir"),
+      row(DDPM_KEY(train, max_consecutive_skips), int64_t{10}, at_least(1),
+          "steps in a row with a non-finite loss or gradient before the run stops"),
+      row(DDPM_KEY(train, precision), Precision::kFp32, {}, "bf16: autocast around the model, float32 master weights"),
+      row(DDPM_KEY(train, channels_last), false, {}, "NHWC weights and activations (tensor cores on GPUs)"),
+      row(DDPM_KEY(train, fused_adam), true, {}, "Adam as one fused multi-tensor kernel"),
+      row(DDPM_KEY(train, cuda_graph), false, {}, "capture the whole step in a CUDA graph (one GPU, one rank)"),
+      row(DDPM_KEY(distributed, backend), CommBackend::kAuto, {}, "auto: NCCL for CUDA tensors, MPI for CPU ones"),
+      row(DDPM_KEY(distributed, bucket_mb), 25.0, in_range(0.0, 4096.0, true), "gradient bucket size, MiB"),
+      row(DDPM_KEY(distributed, first_bucket_mb), 1.0, in_range(0.0, 4096.0, true),
+          "size of the first bucket, MiB (starts communication early in backward)"),
+      row(DDPM_KEY(distributed, replica_check_every), int64_t{500}, at_least(0),
+          "steps between parameter checksums across ranks (0: never)"),
+      row(DDPM_KEY(distributed, timeout_seconds), 60.0, in_range(1.0, 86400.0),
+          "a wait on other ranks longer than this aborts the job, naming the culprit"),
+      row(DDPM_KEY(distributed, always_reduce), false, {}, "all-reduce gradients at world size 1 too (measures the path)"),
+      row(DDPM_KEY(monitoring, enabled), true, {}, "serve Prometheus metrics on every rank"),
+      row(DDPM_KEY(monitoring, bind_address), std::string("127.0.0.1"), not_empty(),
+          "address the metrics are served on (loopback unless Prometheus is elsewhere)"),
+      row(DDPM_KEY(monitoring, base_port), int64_t{9400}, between(0, 65535),
+          "local rank r serves on base_port + r (0: any free port)"),
+      row(DDPM_KEY(monitoring, bound_ranges), int64_t{4}, at_least(1), "L_{t-1} exported summed over this many t ranges"),
+      row(DDPM_KEY(monitoring, eval_every), int64_t{500}, at_least(0),
+          "steps between full-bound evaluations of the EMA model (0: never)"),
+      row(DDPM_KEY(monitoring, eval_images), int64_t{4}, at_least(1), "size of the fixed held-out batch"),
   };
   return fields;
 }
+#undef DDPM_KEY
 
 std::vector<std::string> section_names() {
   std::vector<std::string> names;
@@ -282,6 +377,10 @@ void read_field(Config& config, const Field& field, const YAML::Node& node, cons
 }
 
 }  // namespace
+
+Config::Config() {
+  for (const Field& f : schema()) f.reset(*this);
+}
 
 std::vector<std::string> config_keys() {
   std::vector<std::string> keys;
@@ -417,7 +516,7 @@ void validate(const Config& config) {
     }
   }
   // The linear schedule's β_T = 20/T reaches 1 at T = 20: ᾱ_T = 0 and x_0 cannot be recovered from ε.
-  if (config.diffusion.schedule == "linear" && config.diffusion.timesteps <= 20) {
+  if (config.diffusion.schedule == BetaSchedule::kLinear && config.diffusion.timesteps <= 20) {
     throw ConfigError(file + ": diffusion.timesteps " + std::to_string(config.diffusion.timesteps) +
                       " is too few for the linear schedule (β_T = 20/T must stay below 1): use more than 20 or "
                       "schedule: cosine");
@@ -447,6 +546,28 @@ std::string to_yaml(const Config& config) {
   }
   out << YAML::EndMap << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
+}
+
+std::string describe_keys() {
+  std::ostringstream out;
+  for (const Field& f : schema()) {
+    std::string type = f.expected;
+    if (!f.choices.empty()) {
+      type.clear();
+      for (const std::string& c : f.choices) type += (type.empty() ? "one of " : " | ") + c;
+    }
+    out << f.path() << "  (" << type << "; default " << (f.default_text.empty() ? "\"\"" : f.default_text) << ")"
+        << (f.part == Part::kShape ? " [must match to resume]" : "") << "\n    " << f.help << "\n";
+  }
+  return out.str();
+}
+
+std::string model_shape_signature(const Config& config) {
+  std::string signature;
+  for (const Field& f : schema()) {
+    if (f.part == Part::kShape) signature += f.path() + ": " + f.text(config) + "\n";
+  }
+  return signature;
 }
 
 }  // namespace ddpm

@@ -1,10 +1,23 @@
 // The run configuration: one YAML file per run, strict (unknown keys, wrong types and out-of-range values
 // are errors naming the key path and file:line), overridable with `--set section.key=value`.
+//
+// Each key is declared once, as a row of the schema in config.cpp: its default, its type (read from the field
+// below), its check and a help line. Loading, --set, printing, `ddpm config --keys`, the defaults of a Config and
+// the shape signature all come from those rows; the fields below carry no defaults of their own. Enum-like keys
+// are typed: their names are the lists beside each enum (choices.h, dataset_choices.h, ...).
 #pragma once
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "data/dataset_choices.h"
+#include "data/shard_sampler.h"
+#include "distributed/comm_backend.h"
+#include "trainer/diffusion/choices.h"
+#include "trainer/model/precision.h"
+#include "trainer/model/unet_options.h"
 
 namespace ddpm {
 
@@ -13,78 +26,78 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// run.device: auto is CUDA when present (GPU = local rank), else the CPU.
+enum class DeviceChoice { kAuto, kCpu, kCuda };
+inline constexpr std::pair<DeviceChoice, const char*> kDeviceChoiceNames[] = {
+    {DeviceChoice::kAuto, "auto"}, {DeviceChoice::kCpu, "cpu"}, {DeviceChoice::kCuda, "cuda"}};
+
 struct RunConfig {
-  std::string dir = "runs/fashion_mnist";
+  std::string dir;
   uint64_t seed = 0;
-  std::string device = "auto";  // auto (CUDA when present, GPU = local rank) | cpu | cuda
+  DeviceChoice device = DeviceChoice::kAuto;
 };
 
 struct DataConfig {
-  std::string format = "idx";  // idx | cifar10 | folder
-  std::string path = "/usr/share/datasets/fashion-mnist";
-  std::string split = "train";  // train | test (idx, cifar10); ignored for folder
-  int64_t image_size = 28;
-  int64_t channels = 1;
+  DataFormat format = DataFormat::kIdx;
+  std::string path;
+  DataSplit split = DataSplit::kTrain;
+  int64_t image_size = 0;
+  int64_t channels = 0;
   bool random_flip = false;
-  std::string shard_tail = "drop";  // drop | wrap: how unequal shards are made equal across ranks
-  int64_t loader_threads = 1;
-  int64_t prefetch_batches = 4;
+  ShardTail shard_tail = ShardTail::kDrop;
+  int64_t loader_threads = 0;
+  int64_t prefetch_batches = 0;
 };
 
-struct ModelConfig {
-  int64_t channels = 32;
-  std::vector<int64_t> channel_mult = {1, 2, 2};
-  int64_t num_res_blocks = 1;
-  std::vector<int64_t> attention_resolutions = {7};
-  double dropout = 0.1;
-};
+using ModelConfig = UNetArchitecture;
 
 struct DiffusionConfig {
-  int64_t timesteps = 1000;
-  std::string schedule = "linear";            // linear | cosine
-  std::string model_variance = "fixed_large";  // fixed_large | fixed_small
-  std::string loss = "simple";                 // simple (ε-MSE) | kl (the true bound terms)
-};
-
-struct DistributedConfig {
-  std::string backend = "auto";        // auto (NCCL for CUDA, MPI for CPU) | mpi | nccl
-  double bucket_mb = 25.0;             // gradient bucket size (PyTorch DDP's default)
-  double first_bucket_mb = 1.0;        // a small first bucket starts communication early in backward
-  int64_t replica_check_every = 500;   // steps between parameter checksums across ranks (0: never)
-  double timeout_seconds = 60.0;       // a collective that takes longer means a dead or hung rank: abort the job
-  bool always_reduce = false;          // all-reduce gradients at world size 1 too (measures and tests that path)
+  int64_t timesteps = 0;
+  BetaSchedule schedule = BetaSchedule::kLinear;
+  ModelVariance model_variance = ModelVariance::kFixedLarge;
+  Objective loss = Objective::kSimple;
 };
 
 struct TrainConfig {
-  int64_t steps = 1500;
-  int64_t batch_size = 32;  // per rank
-  int64_t micro_batches = 1;  // gradient accumulation: batch_size is split into this many, synced on the last
-  double lr = 1e-3;
-  int64_t warmup_steps = 100;
-  double grad_clip = 1.0;
-  std::vector<double> ema_rates = {0.995};
-  int64_t log_every = 50;
-  int64_t checkpoint_every = 500;
-  int64_t keep_checkpoints = 3;
-  int64_t max_consecutive_skips = 10;  // steps in a row with a non-finite loss or gradient before the run stops
-  std::string precision = "fp32";      // fp32 | bf16 (autocast; float32 master weights and optimizer state)
-  bool channels_last = false;          // NHWC activations and weights (faster convolutions on tensor cores)
-  bool fused_adam = true;              // one fused multi-tensor Adam kernel instead of a loop over parameters
-  bool cuda_graph = false;             // capture the whole step in a CUDA graph, replay it (one GPU, one rank)
+  int64_t steps = 0;
+  int64_t batch_size = 0;  // per rank
+  int64_t micro_batches = 0;
+  double lr = 0.0;
+  int64_t warmup_steps = 0;
+  double grad_clip = 0.0;
+  std::vector<double> ema_rates;
+  int64_t log_every = 0;
+  int64_t checkpoint_every = 0;
+  int64_t keep_checkpoints = 0;
+  int64_t max_consecutive_skips = 0;
+  Precision precision = Precision::kFp32;
+  bool channels_last = false;
+  bool fused_adam = false;
+  bool cuda_graph = false;
 };
 
-// Keys a config file leaves out take these values, which are those of configs/fashion_mnist.yaml (a test
-// keeps the two equal).
+struct DistributedConfig {
+  CommBackend backend = CommBackend::kAuto;
+  double bucket_mb = 0.0;
+  double first_bucket_mb = 0.0;
+  int64_t replica_check_every = 0;
+  double timeout_seconds = 0.0;
+  bool always_reduce = false;
+};
+
 struct MonitoringConfig {
-  bool enabled = true;
-  std::string bind_address = "127.0.0.1";  // loopback unless you name an address Prometheus can reach
-  int64_t base_port = 9400;                // rank with local rank r serves on base_port + r (0: any free port)
-  int64_t bound_ranges = 4;                // the L_{t-1} terms are exported summed over this many t ranges
-  int64_t eval_every = 500;                // steps between full-bound evaluations of the EMA model (0: never)
-  int64_t eval_images = 4;                 // size of the fixed held-out batch (first images of the test split)
+  bool enabled = false;
+  std::string bind_address;
+  int64_t base_port = 0;
+  int64_t bound_ranges = 0;
+  int64_t eval_every = 0;
+  int64_t eval_images = 0;
 };
 
 struct Config {
+  // Every key at its default: the values of configs/fashion_mnist.yaml (a test keeps the two equal).
+  Config();
+
   std::string source = "<defaults>";  // the file it was loaded from, for messages
   RunConfig run;
   DataConfig data;
@@ -107,5 +120,28 @@ void validate(const Config& config);
 std::string to_yaml(const Config& config);
 // Every key path of the schema ("run.dir", ...), in order.
 std::vector<std::string> config_keys();
+// `ddpm config --keys`: every key with its type, default and help line, one per line, in schema order.
+std::string describe_keys();
+// What must match for two runs to share checkpoints (the rows marked as the model's or data's shape), as
+// "key: value" lines.
+std::string model_shape_signature(const Config& config);
+
+// The names of an enum-like key's values, and the config's name of one value.
+inline const auto& choices(DeviceChoice) { return kDeviceChoiceNames; }
+inline const auto& choices(DataFormat) { return kDataFormatNames; }
+inline const auto& choices(DataSplit) { return kDataSplitNames; }
+inline const auto& choices(ShardTail) { return kShardTailNames; }
+inline const auto& choices(BetaSchedule) { return kBetaScheduleNames; }
+inline const auto& choices(ModelVariance) { return kModelVarianceNames; }
+inline const auto& choices(Objective) { return kObjectiveNames; }
+inline const auto& choices(Precision) { return kPrecisionNames; }
+inline const auto& choices(CommBackend) { return kCommBackendNames; }
+template <class E>
+const char* choice_name(E value) {
+  for (const auto& [choice, name] : choices(value)) {
+    if (choice == value) return name;
+  }
+  return "?";
+}
 
 }  // namespace ddpm

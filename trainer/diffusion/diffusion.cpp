@@ -7,14 +7,11 @@
 
 namespace ddpm {
 
-ModelVariance parse_model_variance(const std::string& name) {
-  if (name == "fixed_large") return ModelVariance::kFixedLarge;
-  if (name == "fixed_small") return ModelVariance::kFixedSmall;
-  throw std::invalid_argument("unknown model variance '" + name + "' (expected fixed_large or fixed_small)");
-}
-
 std::string to_string(ModelVariance variance) {
-  return variance == ModelVariance::kFixedLarge ? "fixed_large" : "fixed_small";
+  for (const auto& [value, text] : kModelVarianceNames) {
+    if (value == variance) return text;
+  }
+  return "unknown";
 }
 
 namespace {

@@ -15,9 +15,7 @@
 
 namespace ddpm {
 
-// Σ_θ(x_t, t) = σ_t² I (§3.2): fixed_large σ_t² = β_t, fixed_small σ_t² = β̃_t.
-enum class ModelVariance { kFixedLarge, kFixedSmall };
-ModelVariance parse_model_variance(const std::string& name);
+// Σ_θ(x_t, t) = σ_t² I (§3.2): fixed_large σ_t² = β_t, fixed_small σ_t² = β̃_t (ModelVariance, choices.h).
 std::string to_string(ModelVariance variance);
 
 // The predicted ε for (x_t, t); t holds timestep indices (int64, one per example).

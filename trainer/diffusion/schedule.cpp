@@ -6,13 +6,17 @@
 namespace ddpm {
 
 BetaSchedule parse_beta_schedule(const std::string& name) {
-  if (name == "linear") return BetaSchedule::kLinear;
-  if (name == "cosine") return BetaSchedule::kCosine;
+  for (const auto& [schedule, text] : kBetaScheduleNames) {
+    if (name == text) return schedule;
+  }
   throw std::invalid_argument("unknown beta schedule '" + name + "' (expected linear or cosine)");
 }
 
 std::string to_string(BetaSchedule schedule) {
-  return schedule == BetaSchedule::kLinear ? "linear" : "cosine";
+  for (const auto& [value, text] : kBetaScheduleNames) {
+    if (value == schedule) return text;
+  }
+  return "unknown";
 }
 
 namespace {

@@ -4,9 +4,9 @@
 #include <string>
 #include <vector>
 
-namespace ddpm {
+#include "trainer/diffusion/choices.h"
 
-enum class BetaSchedule { kLinear, kCosine };
+namespace ddpm {
 
 // Parses "linear" or "cosine"; throws std::invalid_argument naming the accepted values.
 BetaSchedule parse_beta_schedule(const std::string& name);

@@ -113,7 +113,7 @@ torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int
 
 SamplerOptions sampler_options(const Config& config) {
   SamplerOptions options;
-  options.bf16 = config.train.precision == "bf16";
+  options.bf16 = config.train.precision == Precision::kBf16;
   options.channels_last = config.train.channels_last;
   options.cuda_graph = config.train.cuda_graph;
   return options;

@@ -59,11 +59,11 @@ StepOutputs TrainStep::enqueue(const Inputs& in, const StepHooks& hooks) {
     if (config_.train.channels_last) x_t = x_t.contiguous(torch::MemoryFormat::ChannelsLast);
     torch::Tensor eps;
     {
-      const AutocastScope autocast(device_, config_.train.precision == "bf16");
+      const AutocastScope autocast(device_, config_.train.precision == Precision::kBf16);
       eps = state_.model->forward(x_t, t);
     }
     eps = eps.to(torch::kFloat32);  // the loss and the bound terms in float32 whatever the precision
-    const torch::Tensor per_example = config_.diffusion.loss == "kl"
+    const torch::Tensor per_example = config_.diffusion.loss == Objective::kKl
                                           ? diffusion_.vb_terms_bpd(eps, x0, x_t, t, /*clip_denoised=*/false)
                                           : GaussianDiffusion::simple_loss(eps, noise);  // eq. 14
     const torch::Tensor loss = hooks.loss(per_example.mean() / static_cast<double>(micro));

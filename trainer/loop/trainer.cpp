@@ -49,7 +49,7 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
       mpi_(mpi),
       device_(device),
       options_(options),
-      comm_(make_communicator(mpi, parse_comm_backend(config.distributed.backend), device)),
+      comm_(make_communicator(mpi, config.distributed.backend, device)),
       guard_(mpi, *comm_, config.distributed.timeout_seconds),
       faults_(FaultInjector::from_environment(mpi.rank())),
       diffusion_(make_diffusion(config).to(device)),

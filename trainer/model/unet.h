@@ -8,18 +8,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace ddpm {
+#include "trainer/model/unet_options.h"
 
-struct UNetOptions {
-  int64_t image_size = 32;
-  int64_t in_channels = 3;
-  int64_t out_channels = 3;
-  int64_t channels = 128;
-  std::vector<int64_t> channel_mult = {1, 2, 2, 2};
-  int64_t num_res_blocks = 2;
-  std::vector<int64_t> attention_resolutions = {16};
-  double dropout = 0.1;
-};
+namespace ddpm {
 
 // Sinusoidal embedding of integer timesteps (Vaswani et al. 2017, as in the reference code: frequencies
 // exp(-log(10000) i / (half - 1))), shape [B, dim].

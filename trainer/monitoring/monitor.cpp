@@ -48,7 +48,7 @@ TrainingMonitor::TrainingMonitor(const Config& config, const MpiContext& mpi, co
     write_text_atomically(fs::path(config.run.dir) / "prometheus_targets.json", file.dump(2) + "\n");
   }
   if (config.monitoring.eval_every > 0) {
-    const ImageDataset test = load_dataset(dataset_spec(config, "test"));
+    const ImageDataset test = load_dataset(dataset_spec(config, DataSplit::kTest));
     const int64_t n = std::min(config.monitoring.eval_images, test.size());
     heldout_ = pixels_to_model_range(test.images.slice(0, 0, n));
   }

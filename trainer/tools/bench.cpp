@@ -123,7 +123,7 @@ nlohmann::json training_figures(Trainer& trainer, const Config& config, const Mp
   const double forward_flops = static_cast<double>(trainer.model()->forward_flops());
   // Forward once, backward twice the forward (gradients of inputs and of weights).
   const double achieved = 3.0 * forward_flops * per_rank_images;
-  const torch::ScalarType matmul_dtype = config.train.precision == "bf16" ? torch::kBFloat16 : torch::kFloat32;
+  const torch::ScalarType matmul_dtype = config.train.precision == Precision::kBf16 ? torch::kBFloat16 : torch::kFloat32;
   const double peak = matmul_flops_per_second(device, matmul_dtype);
   nlohmann::json out;
   out["images_per_second"] = per_rank_images * mpi.world_size();
@@ -209,7 +209,7 @@ std::string run_bench(const Config& config, const MpiContext& mpi, const torch::
   report["device_name"] = device_name(device);
   report["world_size"] = mpi.world_size();
   report["batch"] = config.train.batch_size;
-  report["precision"] = config.train.precision;
+  report["precision"] = choice_name(config.train.precision);
   report["channels_last"] = config.train.channels_last;
   report["fused_adam"] = config.train.fused_adam;
   report["backend"] = config.distributed.backend;
