@@ -64,6 +64,22 @@ TEST_F(TrainerTest, ResumedRunIsBitIdenticalToUninterrupted) {
   EXPECT_FALSE(torch::equal(early.tensors.at("model/conv_out.weight"), a.tensors.at("model/conv_out.weight")));
 }
 
+// train.adam_beta2 reaches Adam: after one step v = (1 - β₂) g², m = (1 - β₁) g whatever β₂ (same seed, same g).
+TEST_F(TrainerTest, AdamBeta2ReachesTheOptimizer) {
+  train(smoke("default", 1));
+  ddpm::Config config = smoke("beta2", 1);
+  config.train.adam_beta2 = 0.5;
+  train(config);
+  const ddpm::Checkpoint a = ddpm::read_checkpoint(root_ / "default" / ddpm::checkpoint_file_name(1));
+  const ddpm::Checkpoint b = ddpm::read_checkpoint(root_ / "beta2" / ddpm::checkpoint_file_name(1));
+  const std::string name = "conv_out.weight";  // the output conv starts at zero: only its gradient is non-zero at step 1
+  EXPECT_TRUE(torch::equal(a.tensors.at("adam/exp_avg/" + name), b.tensors.at("adam/exp_avg/" + name)));
+  const torch::Tensor va = a.tensors.at("adam/exp_avg_sq/" + name).to(torch::kFloat64);
+  const torch::Tensor vb = b.tensors.at("adam/exp_avg_sq/" + name).to(torch::kFloat64);
+  ASSERT_GT(va.abs().sum().item<double>(), 0.0);
+  EXPECT_TRUE(torch::allclose(vb, va * (0.5 / (1.0 - 0.999)), 1e-4, 1e-30));
+}
+
 // train.cuda_graph replays a step that reads its inputs from device tensors refilled before each step (the
 // batch, the step index the draws hash, the stop flag, the learning rate) and leaves its outputs in the same
 // tensors. That path runs here without the capture, and on a CPU it must end bit-identical to the ordinary step
@@ -236,6 +252,8 @@ TEST_F(TrainerTest, SpeedOptionsTrackTheFloat32LossCurve) {
   const std::vector<double> loop = losses("loop", {"train.fused_adam=false"});
   ASSERT_EQ(fp32.size(), 10u);
   ASSERT_EQ(bf16.size(), fp32.size());
+  ASSERT_EQ(nhwc.size(), fp32.size());
+  ASSERT_EQ(loop.size(), fp32.size());
   EXPECT_LT(fp32.back(), 0.5 * fp32.front());  // it learns
   for (size_t i = 0; i < fp32.size(); ++i) {
     // bf16 keeps 8 bits of mantissa: a few percent on the loss, while the curve itself falls by half or more.

@@ -304,6 +304,8 @@ const std::vector<Field>& schema() {
       row(DDPM_KEY(train, micro_batches), int64_t{1}, at_least(1),
           "gradient accumulation: batch_size split into this many, synchronized on the last"),
       row(DDPM_KEY(train, lr), 1e-3, in_range(0.0, 1.0, true), "Adam's learning rate after warmup"),
+      row(DDPM_KEY(train, adam_beta2), 0.999, in_range(0.0, 1.0, true),
+          "Adam's decay of the squared-gradient average (0.99 forgets faster, for short runs)"),
       row(DDPM_KEY(train, warmup_steps), int64_t{100}, at_least(0), "steps of linear learning-rate warmup"),
       row(DDPM_KEY(train, grad_clip), 1.0,
           Check<double>([](const double& v) {

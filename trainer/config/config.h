@@ -63,6 +63,7 @@ struct TrainConfig {
   int64_t batch_size = 0;  // per rank
   int64_t micro_batches = 0;
   double lr = 0.0;
+  double adam_beta2 = 0.0;
   int64_t warmup_steps = 0;
   double grad_clip = 0.0;
   std::vector<double> ema_rates;

@@ -26,6 +26,7 @@ TrainState build_train_state(const Config& config, const torch::Device& device, 
   seed_rank_generators(config.run.seed, rank);
   AdamOptions adam;
   adam.fused = config.train.fused_adam;
+  adam.beta2 = config.train.adam_beta2;
   return TrainState(model, adam, config.train.ema_rates);
 }
 
