@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""The table of launch/bench.sh, from its reports (bench_results.jsonl: one {"name", "report"} per line).
+
+    python3 launch/bench_table.py bench_results.jsonl
+
+First the figures of every run (images/s, ms per step and its phases, memory, MFU, sampling), then the ratios
+ours / peer. Then, for the runs that were profiled (`--profile-steps`), where a step's time goes: how much of
+the timed step the device was busy (a GPU busy for much less waits on the host: launches, synchronization), the
+busy time by kind of kernel (or operator, on a CPU), the rate of the matrix kernels, and the largest kernels.
+"""
+import json
+import re
+import sys
+
+# Kinds of kernel (GPU: cuDNN, cuBLAS, CUTLASS, PyTorch's own, Triton's from torch.compile, NCCL) or operator
+# (CPU: aten::), by name; the first pattern that matches wins.
+KINDS = [
+    ("comm", r"nccl|all_?reduce|c10d"),
+    # On a CPU, torch.compile's generated C++ runs inside these records, not as aten:: operators.
+    ("compiled", r"CompiledFxGraph|Torch-Compiled Region|TorchDynamo"),
+    ("attention", r"flash|fmha|attention|sdpa|softmax"),
+    ("norm", r"norm(?!al)|rowwisemoments|fusedparams|gammabeta"),
+    ("optimizer", r"adam|multi_tensor|foreach|lerp"),
+    ("copy/layout", r"memcpy|memset|nchwtonhwc|nhwctonchw|copy|fill|cat_|\bcat\b|contiguous|transpose|clone"),
+    # Inductor names its fused pointwise kernels after every op fused in, convolution's epilogue included.
+    ("elementwise", r"triton_(poi|red|per)_"),
+    ("matmul/conv", r"gemm|conv|cutlass|xmma|cudnn|wgrad|dgrad|fprop|mkldnn|aten::(mm|addmm|bmm|matmul|linear)$|triton_tem"),
+    ("elementwise", r"elementwise|vectorized|reduce|silu|add|mul|sub|div|where|sum|mean|mse|pow|exp|sqrt|randn|normal|uniform|index"),
+]
+
+
+def kind_of(name):
+    for kind, pattern in KINDS:
+        if re.search(pattern, name, re.IGNORECASE):
+            return kind
+    return "other"
+
+
+def fmt(value, spec):
+    return (spec % value) if isinstance(value, (int, float)) else "-"
+
+
+def figures_table(rows):
+    print(f"\n{'run':<52} {'img/s':>9} {'ms/step':>8} {'fwd':>7} {'bwd':>7} {'comm':>6} {'opt':>6} {'graph':>7} "
+          f"{'mem GiB':>8} {'MFU':>6} {'sample img/s':>12}")
+    for r in rows:
+        rep = r["report"]
+        if "error" in rep:
+            print(f"{r['name']:<52} FAILED: {rep['error']} (its output is in the log above)")
+            continue
+        ph = rep.get("phase_ms", {})
+        print(f"{r['name']:<52} {fmt(rep.get('images_per_second'), '%.1f'):>9} {fmt(rep.get('ms_per_step'), '%.2f'):>8} "
+              f"{fmt(ph.get('forward'), '%.2f'):>7} {fmt(ph.get('backward'), '%.2f'):>7} "
+              f"{fmt(ph.get('communication'), '%.2f'):>6} {fmt(ph.get('optimizer'), '%.2f'):>6} "
+              f"{fmt(ph.get('captured_step') or None, '%.2f'):>7} "
+              f"{fmt((rep.get('peak_memory_bytes') or 0) / 2**30, '%.2f'):>8} "
+              f"{fmt(rep.get('mfu'), '%.3f'):>6} {fmt(rep.get('sampling_images_per_second'), '%.2f'):>12}")
+
+
+def ratio_lines(rows):
+    ours = next((r["report"] for r in rows if r["name"].startswith("ddpm as shipped (")), None)
+    peers = [r for r in rows if r["name"].startswith("diffusers")]
+    if ours is None:  # the peer's half of a split run alone
+        return
+    for label, mine in (("ours", ours), ("ours + CUDA graph", next((r["report"] for r in rows if r["name"].endswith("+ CUDA graph")), None))):
+        if mine is None:
+            continue
+        for r in peers:
+            p = r["report"]
+            line = f"{label} / {r['name']}: training {mine['images_per_second'] / p['images_per_second']:.2f}x"
+            if p.get("sampling_images_per_second") and mine.get("sampling_images_per_second"):
+                line += f", sampling {mine['sampling_images_per_second'] / p['sampling_images_per_second']:.2f}x"
+            print(line)
+    reduced = next((r for r in rows if "all-reduce at world size 1" in r["name"]), None)
+    if reduced:
+        print(f"{reduced['name']} / as shipped: {reduced['report']['images_per_second'] / ours['images_per_second']:.3f}")
+    peer = peers[-1]["report"] if peers else {}
+    print(f"FLOPs per image, forward: ours {ours.get('forward_flops_per_image', 0) / 1e9:.3f} G (counted from the layers), "
+          f"PyTorch's FlopCounterMode on the peer {peer.get('forward_flops_per_image', 0) / 1e9:.3f} G")
+    print(f"device: {ours['device_name']}; {ours['impl']}; peer: {peer.get('impl', '?')}, torch {peer.get('torch_version', '?')}")
+
+
+def by_kind(profile):
+    kinds = {}
+    for entry in profile["top"]:
+        kinds[kind_of(entry["name"])] = kinds.get(kind_of(entry["name"]), 0.0) + entry["self_ms_per_step"]
+    kinds["unlisted"] = profile.get("rest_self_ms_per_step", 0.0)
+    return kinds
+
+
+def profile_tables(rows, key, title, flops_per_step):
+    profiled = [r for r in rows if key in r["report"]]
+    if not profiled:
+        return
+    columns = list(dict.fromkeys(k for k, _ in KINDS)) + ["other", "unlisted"]
+    print(f"\n{title}, ms per step ({profiled[0]['report'][key]['steps']} profiled steps). timed: the step without the "
+          f"profiler; busy: the device's (GPU) or the operators' (CPU)\nbusy time, and its share of timed; events: "
+          f"kernels (GPU) or operators (CPU) per step; then the self time by kind of kernel or operator.")
+    print(f"{'run':<52} {'timed':>7} {'busy':>7} {'busy%':>6} {'events':>7} " + " ".join(f"{c:>11}" for c in columns)
+          + (f" {'mm TFLOP/s':>10}" if flops_per_step else ""))
+    for r in profiled:
+        p = r["report"][key]
+        kinds = by_kind(p)
+        line = (f"{r['name']:<52} {p['timed_ms_per_step']:>7.2f} {p['busy_ms_per_step']:>7.2f} "
+                f"{100 * p['busy_share_of_timed_step']:>5.1f}% {p['events_per_step']:>7.0f} "
+                + " ".join(f"{kinds.get(c, 0.0):>11.2f}" for c in columns))
+        if flops_per_step and kinds.get("matmul/conv"):
+            # The model's FLOPs are all in its convolutions, linear layers and attention products.
+            line += f" {flops_per_step(r['report']) / (kinds['matmul/conv'] + kinds.get('attention', 0.0)) / 1e9:>10.3g}"
+        print(line)
+    for r in profiled:
+        print(f"  largest in '{r['name']}':")
+        for entry in r["report"][key]["top"][:8]:
+            print(f"    {entry['self_ms_per_step']:8.3f} ms {entry['calls_per_step']:7.1f}x  [{kind_of(entry['name'])}] {entry['name'][:110]}")
+
+
+def main(path):
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    figures_table(rows)
+    rows = [r for r in rows if "error" not in r["report"]]
+    ratio_lines(rows)
+
+    def train_flops(rep):
+        return 3.0 * rep.get("forward_flops_per_image", 0) * rep.get("batch", 0)
+
+    def sample_flops(rep):
+        return rep.get("forward_flops_per_image", 0) * rep.get("sample_batch", 0)
+
+    profile_tables(rows, "profile", "Training step profile", train_flops)
+    profile_tables(rows, "sampling_profile", "Sampling step profile", sample_flops)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
