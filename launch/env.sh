@@ -1,5 +1,15 @@
-# Sourced by the launch scripts: lets Open MPI run as root (containers, CI) and oversubscribe small machines.
-if [[ $(id -u) -eq 0 ]]; then
+# shellcheck shell=bash
+# Sourced by the scripts of launch/ and tests/ (source "$REPO_ROOT/launch/env.sh"): the pinned versions, in one
+# place, and Open MPI's environment. Plain assignments with defaults only: safe under `set -euo pipefail` and
+# when sourced twice; each pin can be overridden from the environment.
+
+# torch wheel from PyPI that provides LibTorch (setup.sh's venv: DDPM_TORCH_ENV defaults to .../ddpm/torch-<this>).
+export DDPM_TORCH_VERSION="${DDPM_TORCH_VERSION:-2.11.0}"
+# diffusers of the PyTorch peer bench/peer_bench.py (newest for Python 3.10): setup.sh, bench/fetch_peer_wheels.sh.
+export DDPM_DIFFUSERS_VERSION="${DDPM_DIFFUSERS_VERSION:-0.41.0}"
+
+# Open MPI: let it run as root (containers, CI) and oversubscribe small machines.
+if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 export OMPI_MCA_rmaps_base_oversubscribe="${OMPI_MCA_rmaps_base_oversubscribe:-1}"

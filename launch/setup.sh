@@ -2,17 +2,20 @@
 # Sets up a machine for ddpm and builds it. Idempotent: a second run with nothing to do takes seconds.
 #
 #   DDPM_TORCH_ENV    virtual environment holding the torch wheel (LibTorch). Default:
-#                     ${XDG_CACHE_HOME:-~/.cache}/ddpm/torch-2.11.0, outside the clone, so that every clone on
-#                     the machine shares the several GB of the wheel and its CUDA libraries.
+#                     ${XDG_CACHE_HOME:-~/.cache}/ddpm/torch-$DDPM_TORCH_VERSION (env.sh), outside the clone, so
+#                     that every clone on the machine shares the several GB of the wheel and its CUDA libraries.
 #   Torch_DIR         use an official LibTorch download instead (…/libtorch/share/cmake/Torch); no venv then.
 #   DDPM_BUILD_DIR    build folder (default: build)       DDPM_BUILD_TYPE  Release (default) | Debug | RelWithDebInfo
 #   DDPM_CMAKE_ARGS   extra CMake arguments, e.g. "-DDDPM_CUDA=OFF"
 #   DDPM_SKIP_APT=1   do not touch system packages (no root, or they are known to be there)
 #   DDPM_BUILD_FUZZ=1 also build the libFuzzer targets (clang, build-fuzz/; the ctest fuzz_short builds them anyway)
+# The pinned versions (DDPM_TORCH_VERSION, DDPM_DIFFUSERS_VERSION) come from launch/env.sh.
 set -euo pipefail
 
-readonly TORCH_VERSION=2.11.0
 readonly REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=env.sh
+source "$REPO_ROOT/launch/env.sh"
+readonly TORCH_VERSION="$DDPM_TORCH_VERSION"
 readonly TORCH_ENV="${DDPM_TORCH_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ddpm/torch-${TORCH_VERSION}}"
 readonly BUILD_DIR="${DDPM_BUILD_DIR:-$REPO_ROOT/build}"
 readonly BUILD_TYPE="${DDPM_BUILD_TYPE:-Release}"
@@ -61,13 +64,13 @@ install_torch() {
   "$TORCH_ENV/bin/pip" install -q "torch==${TORCH_VERSION}" numpy
 }
 
-# diffusers for launch/peer_bench.py, the PyTorch peer of `launch/bench.sh` (pinned: the same version as
-# launch/fetch_peer_wheels.sh carries to the GPU machine). Optional: a failure only warns.
+# diffusers for launch/bench/peer_bench.py, the PyTorch peer of `launch/bench/bench.sh` (pinned in env.sh: the
+# same version as launch/bench/fetch_peer_wheels.sh carries to the GPU machine). Optional: a failure only warns.
 install_diffusers() {
   [[ -n "${Torch_DIR:-}" ]] && return 0
-  local version=0.41.0
+  local version="$DDPM_DIFFUSERS_VERSION"
   ls "$TORCH_ENV"/lib/python3*/site-packages/diffusers-"$version".dist-info >/dev/null 2>&1 && return 0
-  log "installing diffusers==$version into $TORCH_ENV (for launch/peer_bench.py)"
+  log "installing diffusers==$version into $TORCH_ENV (for launch/bench/peer_bench.py)"
   "$TORCH_ENV/bin/pip" install -q "diffusers==$version" || log "warning: diffusers not installed"
 }
 

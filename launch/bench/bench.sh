@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
 # ddpm against the PyTorch stack a user would pick instead, in one job, one table.
 #
-#   bash launch/bench.sh gpu   # CIFAR-10 config (35.7M parameters), batch 128, bf16, on the first GPU
-#   bash launch/bench.sh cpu   # the smoke model on the CPU: checks the whole pipeline without a GPU
+#   bash launch/bench/bench.sh gpu   # CIFAR-10 config (35.7M parameters), batch 128, bf16, on the first GPU
+#   bash launch/bench/bench.sh cpu   # the smoke model on the CPU: checks the whole pipeline without a GPU
 #
 # Ours: `ddpm bench` for the config as shipped, and each speed option on its own against a plain baseline
 # (fp32, NCHW, per-tensor Adam), so each option's effect is measured, not assumed. The peer:
-# launch/peer_bench.py, diffusers' UNet2DModel with the same architecture, trained by a plain PyTorch loop with
+# launch/bench/peer_bench.py, diffusers' UNet2DModel with the same architecture, trained by a plain PyTorch loop with
 # the same optimizer, batch and precision, eager and under torch.compile. Both also time ancestral sampling.
 # Prints one table with the ratios ours / peer and writes every report to $OUT (default bench_results.jsonl).
 # The shipped config's run (with and without a CUDA graph) and the peer's also profile PROFILE_STEPS steps after
-# the timed ones: the table then says where a step's time goes (launch/bench_table.py).
+# the timed ones: the table then says where a step's time goes (launch/bench/bench_table.py).
 # Environment: DDPM (the ddpm binary, default build/ddpm), PYTHON (a python with torch; default the venv of
 # launch/setup.sh), OUT, PEER_WHEELS (where peer_bench.py finds diffusers' wheels when it is not installed),
 # PROFILE_STEPS (default 8; 0: no profiles), TRACE (a file: the shipped config's profiled steps as a Chrome trace),
 # BENCH_MIRROR (a file every report line is appended to as well),
 # BENCH_PART (all, the default; ours: ddpm's rows only; peer: the peer's only, added to the reports already in
-# $OUT: a run split over two commands, as launch/gpu_session.sh does; the table shows the rows there are).
+# $OUT: a run split over two commands, as launch/gpu/gpu_session.sh does; the table shows the rows there are).
 set -euo pipefail
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=../env.sh
+source "$REPO_ROOT/launch/env.sh"
 MODE="${1:-cpu}"
 DDPM="${DDPM:-$REPO_ROOT/build/ddpm}"
-PYTHON="${PYTHON:-${DDPM_TORCH_ENV:-$HOME/.cache/ddpm/torch-2.11.0}/bin/python}"
+PYTHON="${PYTHON:-${DDPM_TORCH_ENV:-$HOME/.cache/ddpm/torch-$DDPM_TORCH_VERSION}/bin/python}"
 [[ -x "$PYTHON" ]] || PYTHON=python3
 OUT="${OUT:-$REPO_ROOT/bench_results.jsonl}"
 PROFILE_STEPS="${PROFILE_STEPS:-8}"
@@ -30,7 +32,6 @@ TRACE_ARGS=()
 if [[ -n "${TRACE:-}" && "$PROFILE_STEPS" != 0 ]]; then TRACE_ARGS=(--trace "$TRACE"); fi
 PART="${BENCH_PART:-all}"
 [[ "$PART" =~ ^(all|ours|peer)$ ]] || { echo "bench.sh: BENCH_PART must be all, ours or peer, not '$PART'" >&2; exit 2; }
-[[ -f "$REPO_ROOT/launch/env.sh" ]] && source "$REPO_ROOT/launch/env.sh"
 
 case "$MODE" in
   gpu)
@@ -95,7 +96,7 @@ peer() {  # peer NAME MODE: one peer_bench.py run
   [[ "$CHANNELS_LAST" == true ]] && flags+=(--channels-last)
   [[ -n "${PEER_WHEELS:-}" ]] && flags+=(--wheels "$PEER_WHEELS")
   echo "== peer: $name" >&2
-  report="$("$PYTHON" "$REPO_ROOT/launch/peer_bench.py" "${PEER_MODEL[@]}" --batch "$BATCH" --precision "$PRECISION" \
+  report="$("$PYTHON" "$REPO_ROOT/launch/bench/peer_bench.py" "${PEER_MODEL[@]}" --batch "$BATCH" --precision "$PRECISION" \
     "${flags[@]}" --mode "$mode" --steps "$STEPS" --warmup "$WARMUP" --sample-batch "$SAMPLE_BATCH" \
     --sample-steps "$SAMPLE_STEPS" "${PROFILE[@]}" | tail -n 1)" || report="{\"error\": \"peer_bench.py exited $?\"}"
   row "{\"name\": \"$name\", \"report\": $report}"
@@ -125,4 +126,4 @@ if [[ "$PART" != ours ]]; then
   peer "diffusers torch.compile" compile
 fi
 
-"$PYTHON" "$REPO_ROOT/launch/bench_table.py" "$OUT"
+"$PYTHON" "$REPO_ROOT/launch/bench/bench_table.py" "$OUT"

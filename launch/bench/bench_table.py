@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The table of launch/bench.sh, from its reports (bench_results.jsonl: one {"name", "report"} per line).
+"""The table of launch/bench/bench.sh, from its reports (bench_results.jsonl: one {"name", "report"} per line).
 
-    python3 launch/bench_table.py bench_results.jsonl
+    python3 launch/bench/bench_table.py bench_results.jsonl
 
 First the figures of every run (images/s, ms per step and its phases, memory, MFU, sampling), then the ratios
 ours / peer. Then, for the runs that were profiled (`--profile-steps`), where a step's time goes: how much of

@@ -3,7 +3,7 @@
 user would write (improved-diffusion's and diffusers' training scripts do the same work per step), eager or
 under torch.compile; then batched ancestral sampling with it. Prints one JSON object on its last line.
 
-    python launch/peer_bench.py --device cuda --image-size 32 --in-channels 3 --base-channels 128 \
+    python launch/bench/peer_bench.py --device cuda --image-size 32 --in-channels 3 --base-channels 128 \
         --channel-mult 1,2,2,2 --num-res-blocks 2 --attention-resolutions 16 --dropout 0.1 \
         --batch 128 --precision bf16 --channels-last --mode compile --steps 100 --warmup 20 \
         --sample-batch 256 --sample-steps 1000
@@ -14,7 +14,7 @@ fused_adam) with linear warmup, an EMA update of every weight. Both take the sam
 autocast, float32 master weights). The peer's batch is a fixed tensor on the device, so data loading costs it
 nothing: where the two differ, the comparison favours the peer.
 
-Where diffusers is not installed, wheels from `--wheels DIR` (launch/fetch_peer_wheels.sh: the GPU machine
+Where diffusers is not installed, wheels from `--wheels DIR` (launch/bench/fetch_peer_wheels.sh: the GPU machine
 cannot reach PyPI) are installed, without their dependencies and without an index, into DIR/site-cpXY.
 """
 import argparse
@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse_args():
@@ -69,7 +69,7 @@ def import_diffusers(wheels):
     requirements = os.path.join(wheels, f"requirements-{tag}.txt")
     if not os.path.isfile(requirements):
         sys.exit(f"peer_bench: diffusers is not installed and {requirements} does not exist "
-                 f"(pip install diffusers, or run launch/fetch_peer_wheels.sh where PyPI is reachable)")
+                 f"(pip install diffusers, or run launch/bench/fetch_peer_wheels.sh where PyPI is reachable)")
     site = os.path.join(wheels, f"site-{tag}")
     if not os.path.isdir(site):
         missing = []

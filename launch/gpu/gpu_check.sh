@@ -12,12 +12,12 @@
 # compared by its loss curves (every logged mean loss) and final weights, next to the difference between two
 # plain runs (the noise floor), which is printed too. Fails when a curve strays more than the tolerance, or the
 # plain run does not learn.
-#   bash launch/gpu_check.sh DATA_DIR    # DATA_DIR holds t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz
+#   bash launch/gpu/gpu_check.sh DATA_DIR    # DATA_DIR holds t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz
 # Environment: DDPM (default build/ddpm), COMPARE (compare_checkpoints; default build/tests/compare_checkpoints),
 # PYTHON (default python3), GPU_CHECK_STEPS (default 300), GPU_CHECK_BATCH (default 32), GPU_CHECK_DEVICE (default cuda; cpu checks this script:
 # no graph row, the MPI all-reduce).
 set -euo pipefail
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DATA="${1:?usage: gpu_check.sh DATA_DIR}"
 DDPM="${DDPM:-$REPO_ROOT/build/ddpm}"
 COMPARE="${COMPARE:-$REPO_ROOT/build/tests/compare_checkpoints}"
@@ -86,7 +86,7 @@ PY
 curves=0
 "$PYTHON" "$WORK/curves.py" "$WORK" plain "${PAIRS[@]:1}" || curves=$?
 
-# After the comparisons above, so that a stop at the time limit of launch/gpu_session.sh leaves them printed.
+# After the comparisons above, so that a stop at the time limit of launch/gpu/gpu_session.sh leaves them printed.
 sync_failures=()
 sync_run() {  # sync_run NAME [--set ...]: 50 steps under --sync-check; a failure is reported and counted, not fatal
   local name="sync_$1"

@@ -4,13 +4,13 @@
 #   2. build ddpm there against the machine's LibTorch (python3's torch) and NCCL (its nvidia-nccl wheel), unless
 #      .cache/gpu/bin holds binaries prepare_gpu_session.sh built here from the same source (a content hash of the
 #      C++ and CMake files) against the same torch version, that run;
-#   3. the checks only a GPU can run (launch/gpu_check.sh);
-#   4. the benchmark against the PyTorch peer (launch/bench.sh gpu), with profiles of ours and the peer's steps.
-# Here first: bash launch/prepare_gpu_session.sh. Then with the device tool, carry [".cache/gpu"], timeout_s 600,
+#   3. the checks only a GPU can run (launch/gpu/gpu_check.sh);
+#   4. the benchmark against the PyTorch peer (launch/bench/bench.sh gpu), with profiles of ours and the peer's steps.
+# Here first: bash launch/gpu/prepare_gpu_session.sh. Then with the device tool, carry [".cache/gpu"], timeout_s 600,
 # in two commands on the same warm machine (one command may run 10 minutes; the whole takes about that):
-#   "GPU_SESSION_PART=1 bash launch/gpu_session.sh"   steps 1-3 and ddpm's benchmark rows
-#   "GPU_SESSION_PART=2 bash launch/gpu_session.sh"   the peer's rows (torch.compile's compilation is most of
-#                                                     it), added to part 1's, and the whole table
+#   "GPU_SESSION_PART=1 bash launch/gpu/gpu_session.sh"   steps 1-3 and ddpm's benchmark rows
+#   "GPU_SESSION_PART=2 bash launch/gpu/gpu_session.sh"   the peer's rows (torch.compile's compilation is most of
+#                                                         it), added to part 1's, and the whole table
 # (GPU_SESSION_PART=all, the default, does both in one.) Part 1 keeps its reports in .cache/gpu-results, which
 # stays on the machine between commands; where part 2 runs on a fresh machine, copy part 1's
 # bench_results.jsonl there first: put at .cache/gpu/bench_results.jsonl, it travels with .cache/gpu (and wins
@@ -25,7 +25,7 @@
 #   GPU_SESSION_BUILD_ANYWAY=1  build even when .cache/gpu/bin would do
 #   GPU_SESSION_CHECK_LIMIT  seconds the checks may take before they are stopped (default 240)
 set -euo pipefail
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CARRIED="$REPO_ROOT/.cache/gpu"
 PREFIX="${GPU_SESSION_PREFIX:-/tmp/ddpm-prefix}"
 BUILD="${GPU_SESSION_BUILD:-$REPO_ROOT/build-gpu}"
@@ -35,7 +35,7 @@ exec > >(tee -a "$OUT/gpu_session.log") 2>&1
 started=$SECONDS
 say() { echo "[gpu_session +$((SECONDS - started))s] $*"; }
 
-[[ -d "$CARRIED/debs" ]] || { echo "gpu_session: no $CARRIED/debs: run launch/prepare_gpu_session.sh here and carry .cache/gpu" >&2; exit 1; }
+[[ -d "$CARRIED/debs" ]] || { echo "gpu_session: no $CARRIED/debs: run launch/gpu/prepare_gpu_session.sh here and carry .cache/gpu" >&2; exit 1; }
 say "unpacking $(ls "$CARRIED"/debs/*.deb | wc -l) packages into $PREFIX"
 mkdir -p "$PREFIX"
 for deb in "$CARRIED"/debs/*.deb; do dpkg -x "$deb" "$PREFIX"; done
@@ -107,8 +107,8 @@ RESULTS="$REPO_ROOT/.cache/gpu-results"
 mkdir -p "$RESULTS"
 check_rc=0
 if [[ "$PART" != 2 ]]; then
-  say "GPU checks (launch/gpu_check.sh)"
-  timeout "${GPU_SESSION_CHECK_LIMIT:-240}" bash "$REPO_ROOT/launch/gpu_check.sh" "$CARRIED/data/fashion-mnist" || check_rc=$?
+  say "GPU checks (launch/gpu/gpu_check.sh)"
+  timeout "${GPU_SESSION_CHECK_LIMIT:-240}" bash "$REPO_ROOT/launch/gpu/gpu_check.sh" "$CARRIED/data/fashion-mnist" || check_rc=$?
   say "GPU checks: exit $check_rc"
 fi
 bench_part=all
@@ -128,12 +128,12 @@ else
   rm -f "$RESULTS/trace_ddpm.json"
   mirror=(BENCH_MIRROR="$saved")  # row by row, so part 2 has them even if this command is stopped at its limit
 fi
-say "benchmark (launch/bench.sh gpu, BENCH_PART=$bench_part)"
+say "benchmark (launch/bench/bench.sh gpu, BENCH_PART=$bench_part)"
 trace=()
 [[ "$bench_part" != peer ]] && trace=(TRACE="$RESULTS/trace_ddpm.json")
 bench_rc=0
 env OUT="$OUT/bench_results.jsonl" PEER_WHEELS="$CARRIED/wheels" PYTHON="$PYTHON" BENCH_PART="$bench_part" "${trace[@]}" \
-  "${mirror[@]}" bash "$REPO_ROOT/launch/bench.sh" gpu || bench_rc=$?
+  "${mirror[@]}" bash "$REPO_ROOT/launch/bench/bench.sh" gpu || bench_rc=$?
 if [[ -f "$RESULTS/trace_ddpm.json" ]]; then gzip -c "$RESULTS/trace_ddpm.json" >"$OUT/trace_ddpm.json.gz"; fi
 say "done (GPU checks exit $check_rc, benchmark exit $bench_rc)"
 # 124 is what the device tool reads as its own time limit: checks stopped by theirs exit 3 instead.

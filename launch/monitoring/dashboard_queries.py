@@ -5,9 +5,9 @@ Dashboard variables are substituted: $run / ${run} by --run, $rank / ${rank} by 
 with =~; default ".*"), and $__rate_interval / ${__rate_interval} (and $__interval, $__range) by --interval
 (default 1m). Examples:
 
-    python3 launch/dashboard_queries.py                       # one expression per line
-    python3 launch/dashboard_queries.py --run fashion_mnist --rank 0 --json
-    python3 launch/dashboard_queries.py --rules-file /tmp/dashboard_rules.yml && \\
+    python3 launch/monitoring/dashboard_queries.py            # one expression per line
+    python3 launch/monitoring/dashboard_queries.py --run fashion_mnist --rank 0 --json
+    python3 launch/monitoring/dashboard_queries.py --rules-file /tmp/dashboard_rules.yml && \\
         promtool check rules /tmp/dashboard_rules.yml         # syntax check of every expression
 
 --json prints a JSON list of {"panel": <panel title>, "expr": <expression>}. --rules-file PATH also writes a

@@ -2,7 +2,7 @@
 // has too, and c10::cuda::warn_or_error_on_sync() is the call every synchronizing CUDA operation makes first
 // (memcpy_and_sync behind .item() and blocking copies, stream and device synchronization). So the scopes, the
 // exemption and the recognized message are checked here; that the step makes no such call is checked on a GPU
-// (launch/gpu_check.sh).
+// (launch/gpu/gpu_check.sh).
 #include <gtest/gtest.h>
 
 #include <stdexcept>

@@ -142,7 +142,7 @@ TEST(UNet, ForwardFlopsCountedFromTheLayers) {
   const int64_t res = 2367488, attention = 1048576, up_res = 3809280;
   EXPECT_EQ(model->forward_flops(), 40960 + 36864 + (res + attention) + (res + attention + res) + 2 * (up_res + attention) + 36864);
   // The CIFAR-10 model against an independent count: PyTorch's FlopCounterMode on diffusers' UNet2DModel built
-  // as the same network (launch/peer_bench.py, 35,746,307 parameters; attention through the math backend so
+  // as the same network (launch/bench/peer_bench.py, 35,746,307 parameters; attention through the math backend so
   // that the counter sees its matrix products), divided by its batch of 2. About 6.2 G multiply-adds per image.
   const ddpm::UNet cifar(ddpm::ddpm_cifar10_unet());
   EXPECT_EQ(cifar->forward_flops(), 12'443'713'536);

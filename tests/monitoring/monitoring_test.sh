@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Monitoring with the real parts: a 2-rank CPU training exports metrics, the Debian Prometheus server scrapes
-# it with the shipped scrape config (launch/prometheus/prometheus.yml, targets from the trainer's file_sd
-# file), and through Prometheus' HTTP API every query of the shipped Grafana dashboard returns data, and the
+# it with the shipped scrape config (launch/monitoring/prometheus/prometheus.yml, targets from the trainer's
+# file_sd file), and through Prometheus' HTTP API every query of the shipped Grafana dashboard returns data, and the
 # bound terms Prometheus holds equal the ones in the run's log (bound_eval.jsonl). Also promtool on the
 # exposition, the scrape config and every dashboard query.
 # Usage: monitoring_test.sh DDPM SOURCE_DIR
@@ -11,8 +11,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 require_args 2 "monitoring_test.sh DDPM SOURCE_DIR" "$@"
 DDPM="$1"
 SRC="$2"
+MON="$SRC/launch/monitoring"  # the shipped Prometheus config, Grafana dashboard and dashboard_queries.py
 require_executables "$DDPM"
-require_files "$SRC/launch/prometheus/prometheus.yml" "$SRC/launch/dashboard_queries.py" "$SRC/launch/grafana/ddpm-dashboard.json"
+require_files "$MON/prometheus/prometheus.yml" "$MON/dashboard_queries.py" "$MON/grafana/ddpm-dashboard.json"
 require_commands mpirun python3 curl promtool prometheus
 # The training job and Prometheus (both named by $WORK/ in their command lines: the lib's exit trap kills them too).
 TRAIN_PID=""
@@ -28,9 +29,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # The shipped config, unchanged, in a folder whose targets/ holds the run's file_sd file.
 mkdir -p "$WORK/prom/targets"
-cp "$SRC/launch/prometheus/prometheus.yml" "$WORK/prom/prometheus.yml"
+cp "$MON/prometheus/prometheus.yml" "$WORK/prom/prometheus.yml"
 if promtool check config "$WORK/prom/prometheus.yml" >"$WORK/promtool_config.log" 2>&1; then ok "promtool check config"; else fail "promtool check config"; cat "$WORK/promtool_config.log"; fi
-if python3 "$SRC/launch/dashboard_queries.py" --dashboard "$SRC/launch/grafana/ddpm-dashboard.json" --rules-file "$WORK/rules.yml" >/dev/null &&
+if python3 "$MON/dashboard_queries.py" --dashboard "$MON/grafana/ddpm-dashboard.json" --rules-file "$WORK/rules.yml" >/dev/null &&
    promtool check rules "$WORK/rules.yml" >"$WORK/promtool_rules.log" 2>&1; then
   ok "every dashboard query parses (promtool check rules)"
 else
@@ -82,7 +83,7 @@ done
 if [[ $ready -eq 1 ]]; then ok "Prometheus scraped both ranks, evaluations included"; else fail "Prometheus never saw both ranks"; tail -5 "$WORK/prometheus.log"; fi
 
 run_name="$(basename "$RUN")"
-python3 "$SRC/launch/dashboard_queries.py" --dashboard "$SRC/launch/grafana/ddpm-dashboard.json" --run "$run_name" --json >"$WORK/queries.json"
+python3 "$MON/dashboard_queries.py" --dashboard "$MON/grafana/ddpm-dashboard.json" --run "$run_name" --json >"$WORK/queries.json"
 if python3 - "$API" "$WORK/queries.json" <<'PY'; then ok "every dashboard panel's query returns data"; else fail "some dashboard queries returned nothing"; fi
 import json, sys, urllib.parse, urllib.request
 api, queries = sys.argv[1], json.load(open(sys.argv[2]))

@@ -1,7 +1,7 @@
 // A profile of a few steps, for `ddpm bench --profile-steps`: the figures that say what bounds a step, measured
 // rather than guessed. How much of the step the device is busy (on a GPU the rest is launch and host overhead,
 // which CUDA graphs remove), and which kernels (GPU) or operators (CPU) the busy time goes to, by self time.
-// The events come from PyTorch's Kineto profiler (CUPTI on GPUs); launch/peer_bench.py summarizes the peer's
+// The events come from PyTorch's Kineto profiler (CUPTI on GPUs); launch/bench/peer_bench.py summarizes the peer's
 // profile the same way, so the two tables compare line by line.
 #pragma once
 #include <torch/torch.h>
