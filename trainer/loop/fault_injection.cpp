@@ -40,6 +40,8 @@ int64_t parse_number(const std::string& text, const std::string& fault) {
 }  // namespace
 
 FaultInjector::FaultInjector(const std::string& spec, int rank) {
+  // Every fault is checked on every rank (a typo in another rank's fault must not pass unnoticed here).
+  if (!spec.empty() && spec.back() == ',') throw std::invalid_argument("DDPM_FAULT: '" + spec + "' ends with a comma");
   std::istringstream parts(spec);
   std::string fault;
   while (std::getline(parts, fault, ',')) {
@@ -49,14 +51,16 @@ FaultInjector::FaultInjector(const std::string& spec, int rank) {
     if (kind == kinds().end()) throw std::invalid_argument("DDPM_FAULT: unknown fault kind in '" + fault + "'");
     std::string when = fault.substr(at + 1);
     const size_t colon = when.find(':');
+    int64_t target_rank = rank;
     if (colon != std::string::npos) {
-      const int64_t target_rank = parse_number(when.substr(colon + 1), fault);
+      target_rank = parse_number(when.substr(colon + 1), fault);
       when.resize(colon);
-      if (target_rank != rank) continue;
     }
     const bool and_later = !when.empty() && when.back() == '+';
     if (and_later) when.pop_back();
-    faults_.push_back({kind->second, parse_number(when, fault), and_later});
+    const int64_t step = parse_number(when, fault);
+    if (step < 1) throw std::invalid_argument("DDPM_FAULT: '" + fault + "': steps count from 1");
+    if (target_rank == rank) faults_.push_back({kind->second, step, and_later});
   }
 }
 

@@ -9,6 +9,7 @@
 #include <prometheus/text_serializer.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -160,6 +161,11 @@ MetricsServer::MetricsServer(const std::string& bind_address, int port, std::sha
   }
   listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listener_ < 0) fail("socket");
+  // The server closes each connection first, which leaves its port in TIME_WAIT for a minute: without this, a run
+  // restarted right after a scrape (a resume after a crash) could not serve on its port. A live listener on the
+  // port still makes bind fail.
+  const int reuse = 1;
+  if (::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof(reuse)) != 0) fail("setsockopt(SO_REUSEADDR)");
   if (::bind(listener_, reinterpret_cast<sockaddr*>(&socket_address), sizeof(socket_address)) != 0) fail("bind");
   if (::listen(listener_, 16) != 0) fail("listen");
   socklen_t length = sizeof(socket_address);
@@ -240,8 +246,9 @@ std::pair<double, double> device_memory_bytes(bool cuda, int device_index) {
   statm >> pages >> resident;
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  return {static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)),
-          static_cast<double>(usage.ru_maxrss) * 1024.0};
+  // The kernel updates ru_maxrss lazily: the peak can read a little below the resident set measured just now.
+  const double in_use = static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  return {in_use, std::max(in_use, static_cast<double>(usage.ru_maxrss) * 1024.0)};
 }
 
 }  // namespace ddpm
