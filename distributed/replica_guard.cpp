@@ -27,13 +27,16 @@ std::string config_differences(const std::string& mine, const std::string& their
 
 }  // namespace
 
-ReplicaGuard::ReplicaGuard(const MpiContext& mpi, Communicator& comm, double timeout_seconds)
+ReplicaGuard::ReplicaGuard(const MpiContext& mpi, Communicator& comm, double timeout_seconds,
+                           const std::string& resolved_config)
     : mpi_(mpi),
       comm_(comm),
       peer_status_(std::make_unique<PeerStatus>(mpi)),
       watchdog_(std::make_unique<Watchdog>(
           timeout_seconds, [this](const std::string& what, double s) { abort_job(what, s); },
-          [this](const std::string& doing) { peer_status_->answer_questions(doing); })) {}
+          [this](const std::string& doing) { peer_status_->answer_questions(doing); })) {
+  check_same_config(resolved_config);
+}
 
 void ReplicaGuard::check_same_config(const std::string& resolved_config) const {
   if (mpi_.world_size() == 1) return;

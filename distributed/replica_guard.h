@@ -17,9 +17,10 @@ namespace ddpm {
 
 class ReplicaGuard {
  public:
-  // Collective (duplicates a communicator for PeerStatus). Every wait armed on watchdog() that takes longer than
-  // `timeout_seconds` (times its allowance) aborts the job.
-  ReplicaGuard(const MpiContext& mpi, Communicator& comm, double timeout_seconds);
+  // Collective (duplicates a communicator for PeerStatus), and first of all checks that every rank runs rank 0's
+  // `resolved_config` (check_same_config), before any rank builds anything that could fail on its own. Every wait
+  // armed on watchdog() that takes longer than `timeout_seconds` (times its allowance) aborts the job.
+  ReplicaGuard(const MpiContext& mpi, Communicator& comm, double timeout_seconds, const std::string& resolved_config);
   ReplicaGuard(const ReplicaGuard&) = delete;
   ReplicaGuard& operator=(const ReplicaGuard&) = delete;
 

@@ -182,6 +182,8 @@ TEST_F(ConfigTest, EnumLikeKeysAreParsedIntoTheirTypes) {
   EXPECT_EQ(defaults.diffusion.schedule, ddpm::BetaSchedule::kLinear);
   EXPECT_EQ(defaults.train.precision, ddpm::Precision::kFp32);
   EXPECT_STREQ(ddpm::choice_name(config.diffusion.model_variance), "fixed_small");
+  EXPECT_NE(error_of("run:\n  device: \"cpu\\r\"\n").find("run.device: contains a control character (byte 0x0d at offset 3"),
+            std::string::npos);
 }
 
 TEST_F(ConfigTest, KeysAreListedWithTypeDefaultAndHelp) {
@@ -205,6 +207,10 @@ TEST_F(ConfigTest, ShapeSignatureHoldsTheShapeKeysOnly) {
             "train.ema_rates: [0.995]\n");
   const ddpm::Config other = ddpm::load_config(write("{}"), {"train.lr=0.5", "model.dropout=0"});
   EXPECT_EQ(ddpm::model_shape_signature(other), ddpm::model_shape_signature(ddpm::Config{}));
+  // Rates keep the earlier builds' 6 significant digits (their checkpoints hold that text), unlike the printed config.
+  const ddpm::Config rates = ddpm::load_config(write("{}"), {"train.ema_rates=[0.1234567, 0.9999]"});
+  EXPECT_NE(ddpm::model_shape_signature(rates).find("train.ema_rates: [0.123457, 0.9999]\n"), std::string::npos);
+  EXPECT_NE(ddpm::to_yaml(rates).find("ema_rates: [0.1234567, 0.9999]\n"), std::string::npos);
 }
 
 }  // namespace

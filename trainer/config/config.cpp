@@ -232,7 +232,7 @@ std::string describe_keys() {
 std::string model_shape_signature(const Config& config) {
   std::string signature;
   for (const Field& f : schema()) {
-    if (f.part == Part::kShape) signature += f.path() + ": " + f.text(config) + "\n";
+    if (f.part == Part::kShape) signature += f.path() + ": " + f.signature(config) + "\n";
   }
   return signature;
 }

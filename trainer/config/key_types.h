@@ -72,6 +72,7 @@ T read_value(const YAML::Node& node) {
     return value;
   } else if constexpr (std::is_enum_v<T>) {
     const std::string name = scalar_as<std::string>(node);
+    reject_control_characters(name);
     for (const auto& [choice, text] : choices(T{})) {
       if (name == text) return choice;
     }
@@ -103,6 +104,23 @@ std::string value_text(const T& value) {
     return value;
   } else {
     return std::to_string(value);
+  }
+}
+
+// The value as the shape signature has always written it (doubles with ostream's 6 significant digits), so that
+// the checkpoints of earlier builds still match: 0.9999 and [1, 2, 2] as in value_text, 0.1234567 as 0.123457.
+template <class T>
+std::string signature_text(const T& value) {
+  if constexpr (std::is_same_v<T, std::vector<double>>) {
+    std::string text = "[";
+    for (size_t i = 0; i < value.size(); ++i) text += (i ? ", " : "") + signature_text(value[i]);
+    return text + "]";
+  } else if constexpr (std::is_same_v<T, double>) {
+    std::ostringstream out;
+    out << value;
+    return out.str();
+  } else {
+    return value_text(value);
   }
 }
 
@@ -143,7 +161,7 @@ struct Field {
   Part part = Part::kRun;
   std::function<void(Config&, const YAML::Node&)> read;  // throws YAML::BadConversion / std::invalid_argument
   std::function<void(const Config&, YAML::Emitter&)> write;
-  std::function<std::string(const Config&)> text;
+  std::function<std::string(const Config&)> signature;  // for model_shape_signature
   std::function<void(Config&)> reset;  // to the default
   std::string path() const { return section + "." + key; }
 };

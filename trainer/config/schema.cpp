@@ -135,7 +135,7 @@ Field row(const char* section, const char* key, Access access, typename Given<T>
     access(config) = value;
   };
   field.write = [access](const Config& config, YAML::Emitter& out) { emit_value(out, access(const_cast<Config&>(config))); };
-  field.text = [access](const Config& config) { return value_text(access(const_cast<Config&>(config))); };
+  field.signature = [access](const Config& config) { return signature_text(access(const_cast<Config&>(config))); };
   field.reset = [access, default_value](Config& config) { access(config) = default_value; };
   return field;
 }

@@ -6,7 +6,7 @@ namespace ddpm {
 namespace fs = std::filesystem;
 
 TrainingLog::TrainingLog(const Config& config, const MpiContext& mpi, Communicator& comm, Watchdog& watchdog,
-                         TrainingMonitor& monitor, ProgressMode mode, int64_t start_step)
+                         TrainingMonitor& monitor, ProgressMode mode)
     : config_(config),
       mpi_(mpi),
       comm_(comm),
@@ -17,7 +17,6 @@ TrainingLog::TrainingLog(const Config& config, const MpiContext& mpi, Communicat
   if (mpi.rank() == 0) {
     progress_ = std::make_unique<Progress>(mode, config.train.steps, (fs::path(config.run.dir) / "train_log.jsonl").string());
   }
-  throughput_.start(start_step);
 }
 
 void TrainingLog::record(int64_t step, const torch::Tensor& loss, const torch::Tensor& grad_norm, const SyncStats& sync,

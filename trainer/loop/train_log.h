@@ -19,9 +19,11 @@ namespace ddpm {
 
 class TrainingLog {
  public:
-  // Opens rank 0's progress and <run.dir>/train_log.jsonl; the throughput is measured from now, at `start_step`.
+  // Opens rank 0's progress and <run.dir>/train_log.jsonl.
   TrainingLog(const Config& config, const MpiContext& mpi, Communicator& comm, Watchdog& watchdog,
-              TrainingMonitor& monitor, ProgressMode mode, int64_t start_step);
+              TrainingMonitor& monitor, ProgressMode mode);
+  // The throughput is measured from now, when training starts at `step`.
+  void start(int64_t step) { throughput_.start(step); }
 
   // After step `step` (counted from 1): adds its loss (on the device); at a logging step, averages and reports.
   // Collective at logging steps (the loss average over ranks).

@@ -51,14 +51,13 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
       device_(device),
       options_(options),
       comm_(make_communicator(mpi, config.distributed.backend, device)),
-      guard_(mpi, *comm_, config.distributed.timeout_seconds),
+      guard_(mpi, *comm_, config.distributed.timeout_seconds, to_yaml(config_)),  // every rank runs rank 0's config
       faults_(FaultInjector::from_environment(mpi.rank())),
       diffusion_(make_diffusion(config).to(device)),
       state_(build_train_state(config_, device, mpi.rank())),
       checkpointer_(config_, mpi, device, guard_.watchdog(), faults_),
       step_flags_(device),
       health_(config.train.max_consecutive_skips) {
-  guard_.check_same_config(to_yaml(config_));
   if (options_.sync_check) require_sync_check_device(device_);
   if (config_.train.cuda_graph) check_capturable();
   dataset_ = open_dataset(config_, mpi_);
@@ -86,9 +85,10 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
 // state_.step + 1, and after it state_.step names it (in logs, checkpoints and metrics).
 void Trainer::train() {
   const int64_t total = config_.train.steps;
-  TrainingLog log(config_, mpi_, *comm_, guard_.watchdog(), *monitor_, options_.progress, state_.step);
+  TrainingLog log(config_, mpi_, *comm_, guard_.watchdog(), *monitor_, options_.progress);
   if (state_.step >= total) return;
   DataLoader loader(dataset_, loader_options(config_, mpi_.rank(), mpi_.world_size(), device_), state_.loader);
+  log.start(state_.step);
   state_.model->train();
   while (state_.step < total) {
     faults_.maybe_hang(state_.step + 1);

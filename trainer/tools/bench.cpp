@@ -212,7 +212,7 @@ std::string run_bench(const Config& config, const MpiContext& mpi, const torch::
   report["precision"] = choice_name(config.train.precision);
   report["channels_last"] = config.train.channels_last;
   report["fused_adam"] = config.train.fused_adam;
-  report["backend"] = config.distributed.backend;
+  report["backend"] = choice_name(config.distributed.backend);
   report["warmup"] = options.warmup;
   report["steps"] = options.steps;
   report["profile_steps"] = options.profile_steps;
