@@ -14,22 +14,20 @@
 #include "distributed/bucketing.h"
 #include "distributed/communicator.h"
 #include "distributed/mpi_context.h"
+#include "tests/mpi_main.h"
 
 namespace {
 
-ddpm::MpiContext* g_mpi = nullptr;
-
 TEST(MpiCommunicator, RankAndLocalRankAreConsistent) {
-  ASSERT_NE(g_mpi, nullptr);
-  EXPECT_GE(g_mpi->rank(), 0);
-  EXPECT_LT(g_mpi->rank(), g_mpi->world_size());
+  EXPECT_GE(ddpm_test::mpi().rank(), 0);
+  EXPECT_LT(ddpm_test::mpi().rank(), ddpm_test::mpi().world_size());
   // All ranks of these tests run on one node: local rank equals rank.
-  EXPECT_EQ(g_mpi->local_rank(), g_mpi->rank());
-  EXPECT_EQ(g_mpi->local_size(), g_mpi->world_size());
+  EXPECT_EQ(ddpm_test::mpi().local_rank(), ddpm_test::mpi().rank());
+  EXPECT_EQ(ddpm_test::mpi().local_size(), ddpm_test::mpi().world_size());
 }
 
 TEST(MpiCommunicator, AllReduceSumsEveryDtype) {
-  const auto comm = ddpm::make_communicator(*g_mpi, ddpm::CommBackend::kAuto, torch::kCPU);
+  const auto comm = ddpm::make_communicator(ddpm_test::mpi(), ddpm::CommBackend::kAuto, torch::kCPU);
   ASSERT_EQ(comm->backend(), ddpm::CommBackend::kMpi);
   const int n = comm->world_size();
   const int r = comm->rank();
@@ -43,7 +41,7 @@ TEST(MpiCommunicator, AllReduceSumsEveryDtype) {
 }
 
 TEST(MpiCommunicator, BroadcastTakesTheRootsValues) {
-  const auto comm = ddpm::make_communicator(*g_mpi, ddpm::CommBackend::kMpi, torch::kCPU);
+  const auto comm = ddpm::make_communicator(ddpm_test::mpi(), ddpm::CommBackend::kMpi, torch::kCPU);
   const int root = comm->world_size() - 1;
   torch::Tensor t = torch::full({17}, static_cast<double>(comm->rank() * 10 + 3));
   comm->broadcast(t, root);
@@ -51,13 +49,13 @@ TEST(MpiCommunicator, BroadcastTakesTheRootsValues) {
 }
 
 TEST(MpiCommunicator, RejectsWhatItCannotReduce) {
-  const auto comm = ddpm::make_communicator(*g_mpi, ddpm::CommBackend::kMpi, torch::kCPU);
+  const auto comm = ddpm::make_communicator(ddpm_test::mpi(), ddpm::CommBackend::kMpi, torch::kCPU);
   torch::Tensor strided = torch::ones({4, 4}).t();
   EXPECT_THROW(comm->all_reduce_sum(strided), std::invalid_argument);
   torch::Tensor half = torch::ones({4}, torch::kFloat16);
   EXPECT_THROW(comm->all_reduce_sum(half), std::invalid_argument);
   if (!ddpm::nccl_available()) {
-    EXPECT_THROW(ddpm::make_communicator(*g_mpi, ddpm::CommBackend::kNccl, torch::kCPU), std::invalid_argument);
+    EXPECT_THROW(ddpm::make_communicator(ddpm_test::mpi(), ddpm::CommBackend::kNccl, torch::kCPU), std::invalid_argument);
   }
 }
 
@@ -99,7 +97,7 @@ class DataOperatorCount {
 // and one outside the loss whose gradient is set by hand, in another layout than its own; rank r's gradients are
 // 2 (r + 1) p, so their average is (N + 1) p.
 TEST(GradientSynchronizer, AveragesIntoViewsOfItsBucketsWithAFewOperatorsPerBucket) {
-  const auto comm = ddpm::make_communicator(*g_mpi, ddpm::CommBackend::kMpi, torch::kCPU);
+  const auto comm = ddpm::make_communicator(ddpm_test::mpi(), ddpm::CommBackend::kMpi, torch::kCPU);
   const int n = comm->world_size();
   const int r = comm->rank();
   const auto values = [](int64_t count) { return torch::arange(1, count + 1, torch::kFloat32) / 8.0; };
@@ -183,7 +181,7 @@ TEST(GradientSynchronizer, AveragesIntoViewsOfItsBucketsWithAFewOperatorsPerBuck
 }
 
 TEST(GradientSynchronizer, RefusesParametersItCannotBucket) {
-  const auto comm = ddpm::make_communicator(*g_mpi, ddpm::CommBackend::kMpi, torch::kCPU);
+  const auto comm = ddpm::make_communicator(ddpm_test::mpi(), ddpm::CommBackend::kMpi, torch::kCPU);
   const auto refusal = [&](const std::vector<torch::Tensor>& params) -> std::string {
     try {
       ddpm::GradientSynchronizer sync(params, *comm, 1 << 20, 1 << 20);
@@ -201,18 +199,3 @@ TEST(GradientSynchronizer, RefusesParametersItCannotBucket) {
 }
 
 }  // namespace
-
-int main(int argc, char** argv) {
-  ddpm::MpiContext mpi(&argc, &argv);
-  g_mpi = &mpi;
-  ::testing::InitGoogleTest(&argc, argv);
-  // Only rank 0 prints the results; every rank's failures still fail its exit code (and so mpirun's).
-  if (mpi.rank() != 0) {
-    delete ::testing::UnitTest::GetInstance()->listeners().Release(
-        ::testing::UnitTest::GetInstance()->listeners().default_result_printer());
-  }
-  int failed = RUN_ALL_TESTS();
-  int any_failed = 0;
-  MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  return any_failed;
-}

@@ -13,11 +13,11 @@
 #include "trainer/checkpoint/checkpoint.h"
 #include "trainer/eval/inference.h"
 #include "trainer/loop/trainer.h"
+#include "tests/mpi_main.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-ddpm::MpiContext* g_mpi = nullptr;
 
 class TrainerTest : public ::testing::Test {
  protected:
@@ -37,7 +37,7 @@ class TrainerTest : public ::testing::Test {
   static void train(const ddpm::Config& config) {
     ddpm::TrainerOptions options;
     options.progress = ddpm::ProgressMode::kSilent;
-    ddpm::Trainer trainer(config, *g_mpi, torch::kCPU, options);
+    ddpm::Trainer trainer(config, ddpm_test::mpi(), torch::kCPU, options);
     trainer.train();
   }
   fs::path root_;
@@ -90,7 +90,7 @@ TEST_F(TrainerTest, StaticStepInputsTrainBitIdenticallyToTheOrdinaryStep) {
     ddpm::TrainerOptions options;
     options.progress = ddpm::ProgressMode::kSilent;
     options.static_step_inputs = true;
-    ddpm::Trainer trainer(smoke("static", 8), *g_mpi, torch::kCPU, options);
+    ddpm::Trainer trainer(smoke("static", 8), ddpm_test::mpi(), torch::kCPU, options);
     trainer.train();
   }
   for (const int64_t step : {4, 8}) {
@@ -168,7 +168,7 @@ TEST_F(TrainerTest, CorruptNewestCheckpointFallsBackToThePreviousOne) {
   fs::resize_file(newest, fs::file_size(newest) / 2);
   ddpm::TrainerOptions options;
   options.progress = ddpm::ProgressMode::kSilent;
-  ddpm::Trainer trainer(smoke("fallback", 8), *g_mpi, torch::kCPU, options);
+  ddpm::Trainer trainer(smoke("fallback", 8), ddpm_test::mpi(), torch::kCPU, options);
   EXPECT_EQ(trainer.step(), 4);
   EXPECT_NE(trainer.start_description().find(ddpm::checkpoint_file_name(4)), std::string::npos);
   EXPECT_TRUE(fs::exists(newest));  // kept for the user to inspect
@@ -210,7 +210,7 @@ TEST_F(TrainerTest, SamplingIsReproducibleAndEvaluationReportsEveryTerm) {
   EXPECT_TRUE(torch::equal(a, ddpm::sample_images(loaded.model, diffusion, 3, 7, 2, torch::kCPU, graphed)));
 
   const torch::Tensor images = torch::rand({4, 1, 28, 28}).mul(255).round().div(127.5).sub(1);
-  const ddpm::BoundReport report = ddpm::evaluate_bound(loaded.model, diffusion, images, 2, true, 0, *g_mpi, torch::kCPU);
+  const ddpm::BoundReport report = ddpm::evaluate_bound(loaded.model, diffusion, images, 2, true, 0, ddpm_test::mpi(), torch::kCPU);
   ASSERT_EQ(report.per_t_bpd.size(), 30u);
   double sum = report.prior_bpd;
   for (double v : report.per_t_bpd) sum += v;
@@ -264,10 +264,3 @@ TEST_F(TrainerTest, SpeedOptionsTrackTheFloat32LossCurve) {
 }
 
 }  // namespace
-
-int main(int argc, char** argv) {
-  ddpm::MpiContext mpi(&argc, &argv);
-  g_mpi = &mpi;
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
-}
