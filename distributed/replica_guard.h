@@ -26,9 +26,6 @@ class ReplicaGuard {
 
   Watchdog& watchdog() { return *watchdog_; }
 
-  // Collective. Throws on every rank unless `resolved_config` (the config as printed, "section:" lines and
-  // indented "key: value" lines) is rank 0's on every rank; the message names each key that differs.
-  void check_same_config(const std::string& resolved_config) const;
   // Rank 0's values into every parameter of every rank.
   void broadcast_parameters(const std::vector<torch::Tensor>& parameters);
   // Collective. Throws on every rank when some rank's parameters differ from rank 0's; the message of that rank
@@ -40,6 +37,10 @@ class ReplicaGuard {
   [[noreturn]] void abort_job(const std::string& what, double seconds) const;
 
  private:
+  // Collective (the constructor's). Throws on every rank unless `resolved_config` (the config as printed:
+  // "section:" lines and indented "key: value" lines) is rank 0's; the message names each key that differs.
+  void check_same_config(const std::string& resolved_config) const;
+
   const MpiContext& mpi_;
   Communicator& comm_;
   std::unique_ptr<PeerStatus> peer_status_;  // names the hung rank when the watchdog fires

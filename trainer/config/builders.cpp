@@ -15,6 +15,8 @@ GaussianDiffusion make_diffusion(const Config& config) {
                            config.diffusion.model_variance);
 }
 
+WarmupSchedule lr_schedule(const Config& config) { return {config.train.lr, config.train.warmup_steps}; }
+
 DatasetSpec dataset_spec(const Config& config, DataSplit split) {
   DatasetSpec spec;
   spec.format = choice_name(config.data.format);

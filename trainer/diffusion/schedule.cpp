@@ -12,13 +12,6 @@ BetaSchedule parse_beta_schedule(const std::string& name) {
   throw std::invalid_argument("unknown beta schedule '" + name + "' (expected linear or cosine)");
 }
 
-std::string to_string(BetaSchedule schedule) {
-  for (const auto& [value, text] : kBetaScheduleNames) {
-    if (value == schedule) return text;
-  }
-  return "unknown";
-}
-
 namespace {
 
 std::vector<double> linear_betas(int64_t num_timesteps) {

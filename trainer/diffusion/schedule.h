@@ -10,7 +10,6 @@ namespace ddpm {
 
 // Parses "linear" or "cosine"; throws std::invalid_argument naming the accepted values.
 BetaSchedule parse_beta_schedule(const std::string& name);
-std::string to_string(BetaSchedule schedule);
 
 // β_1..β_T (index 0 holds β_1).
 // linear (Ho et al. 2020, §4): linspace(s·1e-4, s·0.02, T) with s = 1000/T, so T = 1000 gives the paper's.

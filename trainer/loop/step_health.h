@@ -19,7 +19,6 @@ class StepHealth {
   void throw_if_exhausted(int64_t step, const std::string& run_dir) const;
 
   int64_t skipped_steps() const { return skipped_steps_; }
-  int64_t consecutive_skips() const { return consecutive_skips_; }
 
  private:
   const int64_t max_consecutive_skips_;

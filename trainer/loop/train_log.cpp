@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include "trainer/config/builders.h"
+
 namespace ddpm {
 namespace fs = std::filesystem;
 
@@ -12,7 +14,7 @@ TrainingLog::TrainingLog(const Config& config, const MpiContext& mpi, Communicat
       comm_(comm),
       watchdog_(watchdog),
       monitor_(monitor),
-      lr_{config.train.lr, config.train.warmup_steps},
+      lr_(lr_schedule(config)),
       throughput_(config.train.batch_size * mpi.world_size()) {
   if (mpi.rank() == 0) {
     progress_ = std::make_unique<Progress>(mode, config.train.steps, (fs::path(config.run.dir) / "train_log.jsonl").string());

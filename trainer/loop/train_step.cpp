@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "trainer/config/builders.h"
 #include "trainer/diffusion/keyed_noise.h"
 #include "trainer/loop/stop_signal.h"
 #include "trainer/model/autocast.h"
@@ -19,7 +20,7 @@ TrainStep::TrainStep(const Config& config, const torch::Device& device, const Ga
       watchdog_(watchdog),
       monitor_(monitor),
       synchronizer_(synchronizer),
-      lr_{config.train.lr, config.train.warmup_steps},
+      lr_(lr_schedule(config)),
       static_inputs_(static_inputs || config.train.cuda_graph) {
   if (config.train.cuda_graph) graph_ = std::make_unique<StepGraph>(device);
 }
