@@ -1,5 +1,8 @@
 #include "distributed/mpi_context.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <stdexcept>
 
 namespace ddpm {
@@ -31,8 +34,24 @@ MpiContext::MpiContext(int* argc, char*** argv) {
             "MPI_Comm_split_type");
   MPI_Comm_rank(node_comm, &local_rank_);
   MPI_Comm_size(node_comm, &local_size_);
+  const int pid = static_cast<int>(::getpid());
+  local_pids_.resize(static_cast<size_t>(local_size_));
+  check_mpi(MPI_Allgather(&pid, 1, MPI_INT, local_pids_.data(), 1, MPI_INT, node_comm), "MPI_Allgather of the local pids");
   MPI_Comm_free(&node_comm);
+  // Every rank's host name, once: errors about another rank name its host without asking it (it may be unreachable).
+  std::vector<char> names(static_cast<size_t>(world_size_) * MPI_MAX_PROCESSOR_NAME, '\0');
+  const std::string mine = hostname().substr(0, MPI_MAX_PROCESSOR_NAME - 1);
+  std::vector<char> padded(MPI_MAX_PROCESSOR_NAME, '\0');
+  std::copy(mine.begin(), mine.end(), padded.begin());
+  check_mpi(MPI_Allgather(padded.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, names.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR,
+                          MPI_COMM_WORLD),
+            "MPI_Allgather of the host names");
+  for (int r = 0; r < world_size_; ++r) hosts_.emplace_back(names.data() + static_cast<size_t>(r) * MPI_MAX_PROCESSOR_NAME);
 }
+
+const std::string& MpiContext::host(int rank) const { return hosts_.at(static_cast<size_t>(rank)); }
+
+std::string MpiContext::where(int rank) const { return "rank " + std::to_string(rank) + " on " + host(rank); }
 
 MpiContext::~MpiContext() {
   int finalized = 0;

@@ -19,9 +19,15 @@ class MpiContext {
   int world_size() const { return world_size_; }
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
+  // The process ids of the ranks on this host (local rank order), for ending them when the launcher cannot.
+  const std::vector<int>& local_pids() const { return local_pids_; }
   int thread_level() const { return thread_level_; }  // what MPI_Init_thread provided
   MPI_Comm comm() const { return MPI_COMM_WORLD; }
   std::string hostname() const;
+  // The host name of any rank (gathered at start-up), and "rank R on HOST" for messages.
+  const std::string& host(int rank) const;
+  std::string where(int rank) const;
+  std::string where() const { return where(rank_); }
   // Collectives on small host data (checkpoint bookkeeping, agreement on errors); not for tensors.
   // Every rank's bytes, gathered at root (others get an empty vector).
   std::vector<std::string> gather_to_root(const std::string& bytes, int root = 0) const;
@@ -41,6 +47,8 @@ class MpiContext {
   int world_size_ = 1;
   int local_rank_ = 0;
   int local_size_ = 1;
+  std::vector<std::string> hosts_;
+  std::vector<int> local_pids_;
 };
 
 // Throws std::runtime_error with MPI's own text when code is not MPI_SUCCESS.

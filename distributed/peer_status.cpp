@@ -19,15 +19,17 @@ std::string format_seconds(double seconds) {
   return text;
 }
 
-std::string rank_list(const std::vector<int>& ranks) {
+std::string rank_list(const std::vector<int>& ranks, const MpiContext& mpi) {
   std::string out = ranks.size() == 1 ? "rank " : "ranks ";
-  for (size_t i = 0; i < ranks.size(); ++i) out += (i > 0 ? ", " : "") + std::to_string(ranks[i]);
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    out += (i > 0 ? ", " : "") + std::to_string(ranks[i]) + " (" + mpi.host(ranks[i]) + ")";
+  }
   return out;
 }
 
 }  // namespace
 
-PeerStatus::PeerStatus(const MpiContext& mpi) : rank_(mpi.rank()), world_size_(mpi.world_size()) {
+PeerStatus::PeerStatus(const MpiContext& mpi) : mpi_(mpi), rank_(mpi.rank()), world_size_(mpi.world_size()) {
   // Every rank takes the same branch (the thread level is the library's), so the dup stays collective.
   if (world_size_ > 1 && mpi.thread_level() >= MPI_THREAD_MULTIPLE) {
     check_mpi(MPI_Comm_dup(mpi.comm(), &comm_), "MPI_Comm_dup for the peer status");
@@ -97,24 +99,24 @@ std::string PeerStatus::diagnose(const std::string& waiting_in, const std::strin
     if (lengths[peer] < 0) {
       MPI_Cancel(&receives[peer]);
       MPI_Request_free(&receives[peer]);
-      holding_up.push_back("rank " + std::to_string(peer) + " is holding up the job: it did not answer within " +
-                           format_seconds(grace_seconds) + " (stopped, frozen or dead)");
+      holding_up.push_back(mpi_.where(peer) + " is holding up the job: it did not answer within " +
+                           format_seconds(grace_seconds) + " (stopped, frozen, dead or unreachable)");
       continue;
     }
     const std::string answer(answers[peer].data(), static_cast<size_t>(lengths[peer]));
     if (answer.rfind(kWaitingPrefix, 0) != 0) {
-      holding_up.push_back("rank " + std::to_string(peer) + " is holding up the job: " + answer);
+      holding_up.push_back(mpi_.where(peer) + " is holding up the job: " + answer);
     } else if (answer.rfind(kWaitingPrefix + waiting_in + " for ", 0) == 0) {
       waiting.push_back(peer);
     } else {
-      waiting_elsewhere += "; rank " + std::to_string(peer) + " is " + answer;
+      waiting_elsewhere += "; " + mpi_.where(peer) + " is " + answer;
     }
   }
   std::sort(waiting.begin(), waiting.end());
   std::string out;
   for (const std::string& part : holding_up) out += (out.empty() ? "" : "; ") + part;
   if (out.empty()) out = "no rank is stuck outside a collective: they wait in collectives that do not match, or on a slow device";
-  return out + "; " + rank_list(waiting) + (waiting.size() == 1 ? " is" : " are") + " waiting in " + waiting_in +
+  return out + "; " + rank_list(waiting, mpi_) + (waiting.size() == 1 ? " is" : " are") + " waiting in " + waiting_in +
          waiting_elsewhere;
 }
 

@@ -41,6 +41,7 @@ class PeerStatus {
   };
   void send(int peer, int tag, std::string text);
 
+  const MpiContext& mpi_;
   int rank_ = 0;
   int world_size_ = 1;
   MPI_Comm comm_ = MPI_COMM_NULL;

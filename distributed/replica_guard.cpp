@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <sstream>
 
+#include "distributed/abort.h"
 #include "distributed/console.h"
 
 namespace ddpm {
@@ -85,7 +86,7 @@ void ReplicaGuard::check_replicas(const std::vector<torch::Tensor>& parameters, 
 }
 
 void ReplicaGuard::abort_job(const std::string& what, double seconds) const {
-  const std::string prefix = "ddpm: error (rank " + std::to_string(mpi_.rank()) + "): ";
+  const std::string prefix = "ddpm: error (" + mpi_.where() + "): ";
   std::ostringstream seconds_text;
   seconds_text << seconds;
   print_line(prefix + what + " has not completed after " + seconds_text.str() +
@@ -96,8 +97,7 @@ void ReplicaGuard::abort_job(const std::string& what, double seconds) const {
   if (!diagnosis.empty()) print_line(prefix + diagnosis);
   print_line(prefix + "aborting the job");
   comm_.abort();
-  MPI_Abort(MPI_COMM_WORLD, 1);
-  std::_Exit(1);
+  abort_job_everywhere(mpi_, 1, std::clamp(watchdog_->timeout_seconds() / 4.0, 5.0, 30.0));
 }
 
 }  // namespace ddpm

@@ -294,7 +294,9 @@ bool skip_multi_rank(const ddpm::PeerStatus& peers) {
 
 std::string ranks_phrase(const std::vector<int>& ranks) {
   std::string out = ranks.size() == 1 ? "rank " : "ranks ";
-  for (size_t i = 0; i < ranks.size(); ++i) out += (i > 0 ? ", " : "") + std::to_string(ranks[i]);
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    out += (i > 0 ? ", " : "") + std::to_string(ranks[i]) + " (" + ddpm_test::mpi().host(ranks[i]) + ")";
+  }
   return out + (ranks.size() == 1 ? " is" : " are");
 }
 
@@ -353,10 +355,10 @@ TEST(PeerStatus, FiringRankNamesTheRanksWorkingOutside) {
     rank0_done();
     std::string pattern;
     for (int r = 1; r < ddpm_test::mpi().world_size(); ++r) {
-      pattern += "rank " + std::to_string(r) +
+      pattern += ddpm_test::mpi().where(r) +
                  R"( is holding up the job: working outside any collective for \d+\.\d s since the checkpoint of step 4; )";
     }
-    pattern += "rank 0 is waiting in the gradient all-reduce of step 5";
+    pattern += "rank 0 \\(" + ddpm_test::mpi().host(0) + "\\) is waiting in the gradient all-reduce of step 5";
     EXPECT_TRUE(std::regex_match(diagnosis, std::regex(pattern))) << diagnosis;
   } else {
     ddpm::Watchdog watchdog(
@@ -381,9 +383,10 @@ TEST(PeerStatus, FiringRankNamesTheRanksThatDoNotAnswer) {
     rank0_done();
     std::string expected;
     for (int r = 1; r < ddpm_test::mpi().world_size(); ++r) {
-      expected += "rank " + std::to_string(r) + " is holding up the job: it did not answer within 0.3 s (stopped, frozen or dead); ";
+      expected += ddpm_test::mpi().where(r) +
+                  " is holding up the job: it did not answer within 0.3 s (stopped, frozen, dead or unreachable); ";
     }
-    expected += "rank 0 is waiting in the step agreement of step 9";
+    expected += "rank 0 (" + ddpm_test::mpi().host(0) + ") is waiting in the step agreement of step 9";
     EXPECT_EQ(diagnosis, expected);
     EXPECT_GE(waited, 0.3);
     EXPECT_LT(waited, 2.0);

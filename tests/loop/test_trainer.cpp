@@ -1,6 +1,9 @@
 // Training end to end on the smoke config (real Fashion-MNIST files, CPU): the loss goes down, a run stopped
 // and resumed ends bit-identical to an uninterrupted one, and a run directory is never clobbered.
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <csignal>
 #include <mpi.h>
 
 #include <cmath>
@@ -12,6 +15,7 @@
 #include "trainer/config/builders.h"
 #include "trainer/checkpoint/checkpoint.h"
 #include "trainer/eval/inference.h"
+#include "distributed/stop_signal.h"
 #include "trainer/loop/trainer.h"
 #include "tests/mpi_main.h"
 
@@ -220,6 +224,27 @@ TEST_F(TrainerTest, SamplingIsReproducibleAndEvaluationReportsEveryTerm) {
   EXPECT_GT(report.prior_bpd, 0.0);
   EXPECT_LT(report.prior_bpd, 1e-2);
   EXPECT_GT(report.total_bpd, 1.0);  // uniform noise images cost bits under any model
+}
+
+// A stop request (SIGTERM) ends sampling and the bound evaluation within a model call, as StopRequested, on every
+// rank together (the evaluation's reduction carries it); nothing is returned as if complete.
+TEST_F(TrainerTest, StopRequestEndsSamplingAndEvaluation) {
+  const ddpm::Config config = smoke("stop_eval", 4);
+  ddpm::LoadedModel fresh = ddpm::load_model(config, "", /*allow_fresh=*/true, torch::kCPU);
+  const ddpm::GaussianDiffusion diffusion = ddpm::make_diffusion(config);
+  const torch::Tensor images = torch::rand({4, 1, 28, 28}).mul(2).sub(1);
+  const ddpm::StopSignal stop;
+  std::raise(SIGTERM);
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_THROW(ddpm::sample_images(fresh.model, diffusion, 3, 7, 2, torch::kCPU), ddpm::StopRequested);
+  try {
+    ddpm::evaluate_bound(fresh.model, diffusion, images, 2, true, 0, ddpm_test::mpi(), torch::kCPU, "the evaluation here");
+    ADD_FAILURE() << "the evaluation ran to its end after a stop request";
+  } catch (const ddpm::StopRequested& e) {
+    EXPECT_STREQ(e.what(), "the evaluation here");
+  }
+  // 30 model calls per batch for each: stopping at the first call takes well under their time.
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), 5.0);
 }
 
 TEST_F(TrainerTest, FreshModelIsUsedForEvalOnlyWhenAllowed) {

@@ -36,7 +36,7 @@ expect_failed_write() {  # expect_failed_write LOG STATUS RUN_DIR CAUSE: the job
   [[ $status -ne 0 ]] && ok "$cause: exit $status" || fail "$cause: the job exited 0"
   # The temp file (create, write) or, when the directory turned read-only between the write and the rename, the
   # final name (rename).
-  if grep -q "ddpm: error (rank 0): checkpoint at step [0-9]* failed: checkpoint $dir/\.\?ckpt-[0-9]*\.ddpm[.0-9tmp]*: .*$cause" "$log"; then
+  if grep -q "ddpm: error (rank 0 on [^)]*): checkpoint at step [0-9]* failed: checkpoint $dir/\.\?ckpt-[0-9]*\.ddpm[.0-9tmp]*: .*$cause" "$log"; then
     ok "$cause: the error names the checkpoint file and the cause: $(grep -m1 -o "checkpoint at step.*" "$log")"
   else
     fail "$cause: no clear error"; grep "error" "$log" | head -n 5

@@ -84,8 +84,8 @@ if wait_for_checkpoint stopped && pid=$(rank_pid "run.dir=$WORK/stopped" 2 "$JOB
   expect_job_ends stopped "rank 2 stopped"
   kill -KILL "$pid" 2>/dev/null
   if grep -q "has not completed after 10 s: another rank is dead or hung" "$WORK/stopped.log" &&
-     grep -q "rank 2 is holding up the job: it did not answer within 2.5 s (stopped, frozen or dead); ranks 0, 1 are waiting in" "$WORK/stopped.log"; then
-    ok "stopped: the watchdog names rank 2: $(grep -m1 -o 'rank 2 is holding.*' "$WORK/stopped.log")"
+     grep -q "rank 2 on $(hostname) is holding up the job: it did not answer within 2.5 s (stopped, frozen, dead or unreachable); ranks 0 ($(hostname)), 1 ($(hostname)) are waiting in" "$WORK/stopped.log"; then
+    ok "stopped: the watchdog names rank 2: $(grep -m1 -o 'rank 2 on .* is holding.*' "$WORK/stopped.log")"
   else
     fail "stopped: the hung rank is not named"; tail -n 8 "$WORK/stopped.log"
   fi
@@ -97,8 +97,8 @@ fi
 # 3. A rank hangs outside any collective (alive, its threads answer, its training loop stuck): named as well.
 DDPM_FAULT=hang@8:1 start_job hung
 expect_job_ends hung "rank 1 stuck in its loop"
-if grep -q "rank 1 is holding up the job: working outside any collective for" "$WORK/hung.log"; then
-  ok "hung: the watchdog names rank 1: $(grep -m1 -o 'rank 1 is holding.*' "$WORK/hung.log")"
+if grep -q "rank 1 on $(hostname) is holding up the job: working outside any collective for" "$WORK/hung.log"; then
+  ok "hung: the watchdog names rank 1: $(grep -m1 -o 'rank 1 on .* is holding.*' "$WORK/hung.log")"
 else
   fail "hung: rank 1 is not named"; tail -n 8 "$WORK/hung.log"
 fi

@@ -14,6 +14,7 @@
 
 #include "data/dataset_spec.h"
 #include "data/pixels.h"
+#include "distributed/abort.h"
 #include "distributed/communicator.h"
 #include "distributed/mpi_context.h"
 #include "trainer/tools/bench.h"
@@ -21,8 +22,9 @@
 #include "distributed/console.h"
 #include "trainer/config/config.h"
 #include "trainer/eval/image_grid.h"
+#include "trainer/checkpoint/atomic_file.h"
 #include "trainer/eval/inference.h"
-#include "trainer/loop/stop_signal.h"
+#include "distributed/stop_signal.h"
 #include "trainer/loop/trainer.h"
 
 namespace {
@@ -112,9 +114,8 @@ int run_train(const ConfigArgs& args, const std::string& progress, bool sync_che
     std::cout << "run directory " << config.run.dir << ": " << trainer.start_description() << ", training to step "
               << config.train.steps << std::endl;
   }
-  const ddpm::StopSignal stop_signal;  // SIGTERM / SIGINT: finish the step, checkpoint, exit 0
   trainer.train();
-  if (trainer.stopped_by_signal()) return 0;
+  if (trainer.stopped_by_signal()) return ddpm::kExitStopped;
   if (mpi.rank() == 0) std::cout << "done: step " << trainer.step() << ", checkpoints in " << config.run.dir << std::endl;
   return 0;
 }
@@ -180,9 +181,7 @@ int run_eval(const ConfigArgs& args, const EvalArgs& eval, const ddpm::MpiContex
   const ddpm::BoundReport report = ddpm::evaluate_bound(loaded.model, diffusion, images, config.train.batch_size,
                                                         !eval.no_clip, config.run.seed, mpi, device);
   if (mpi.rank() == 0) {
-    std::ofstream out(eval.output);
-    out << ddpm::bound_report_json(report, loaded.source, config);
-    if (!out) throw std::runtime_error("cannot write " + eval.output);
+    ddpm::write_text_atomically(eval.output, ddpm::bound_report_json(report, loaded.source, config));
     std::printf("bits/dim %.4f = L_T %.2e + sum L_{t-1} %.4f + L_0 %.4f   eps-MSE %.4f   (%lld images)\nwrote %s\n",
                 report.total_bpd, report.prior_bpd, report.vb_sum_bpd, report.decoder_bpd, report.mse,
                 static_cast<long long>(report.images), eval.output.c_str());
@@ -309,16 +308,25 @@ int main(int argc, char** argv) {
   try {
     mpi = std::make_unique<ddpm::MpiContext>(&argc, &argv);
     share_cores(*mpi);
+    // SIGTERM / SIGINT: training finishes its step and checkpoints; sampling and evaluation stop within a model call
+    // and write nothing. Every command exits kExitStopped then.
+    const ddpm::StopSignal stop_signal;
     if (train_cmd->parsed()) return run_train(train_args, progress, sync_check, *mpi);
     if (sample_cmd->parsed()) return run_sample(sample_args, sample);
     if (eval_cmd->parsed()) return run_eval(eval_args, eval, *mpi);
     if (bench_cmd->parsed()) return run_bench(bench_args, bench, *mpi);
+  } catch (const ddpm::StopRequested& stopped) {
+    // Every rank throws it together (the evaluation agrees on it), so no rank is left waiting.
+    if (!mpi || mpi->rank() == 0) {
+      ddpm::print_line("ddpm: " + std::string(stopped.what()) + " stopped on " + ddpm::StopSignal::name() +
+                       ": nothing written");
+    }
+    return ddpm::kExitStopped;
   } catch (const std::exception& e) {
     const bool several = mpi && mpi->world_size() > 1;
-    ddpm::print_line("ddpm: error" + (several ? " (rank " + std::to_string(mpi->rank()) + ")" : std::string()) + ": " +
-                     e.what());
+    ddpm::print_line("ddpm: error" + (several ? " (" + mpi->where() + ")" : std::string()) + ": " + e.what());
     // A rank that fails alone must not leave the others waiting in a collective.
-    if (several) MPI_Abort(MPI_COMM_WORLD, kExitError);
+    if (several) ddpm::abort_job_everywhere(*mpi, kExitError, ddpm::kAbortFallbackSeconds);
     return kExitError;
   }
   return 0;

@@ -212,7 +212,7 @@ const std::vector<Field>& schema() {
       row(DDPM_KEY(distributed, always_reduce), false, {}, "all-reduce gradients at world size 1 too (measures the path)"),
       row(DDPM_KEY(monitoring, enabled), true, {}, "serve Prometheus metrics on every rank"),
       row(DDPM_KEY(monitoring, bind_address), std::string("127.0.0.1"), not_empty(),
-          "address the metrics are served on (loopback unless Prometheus is elsewhere)"),
+          "IPv4 address the metrics are served on, 0.0.0.0, or a subnet (10.0.0.0/8: this host's address in it)"),
       row(DDPM_KEY(monitoring, base_port), int64_t{9400}, between(0, 65535),
           "local rank r serves on base_port + r (0: any free port)"),
       row(DDPM_KEY(monitoring, bound_ranges), int64_t{4}, at_least(1), "L_{t-1} exported summed over this many t ranges"),

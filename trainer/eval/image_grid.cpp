@@ -1,5 +1,7 @@
 #include "trainer/eval/image_grid.h"
 
+#include <unistd.h>
+
 #include <png.h>
 
 #include <cmath>
@@ -24,7 +26,9 @@ torch::Tensor make_grid(const torch::Tensor& images, int64_t padding) {
   return grid;
 }
 
-void write_png(const std::string& path, const torch::Tensor& image) {
+namespace {
+
+void write_png_file(const std::string& path, const torch::Tensor& image) {
   TORCH_CHECK(image.dim() == 3 && image.scalar_type() == torch::kUInt8 && (image.size(0) == 1 || image.size(0) == 3),
               "write_png expects uint8 [1 or 3, H, W], got ", image.sizes());
   const torch::Tensor hwc = image.permute({1, 2, 0}).contiguous().cpu();
@@ -52,6 +56,24 @@ void write_png(const std::string& path, const torch::Tensor& image) {
   png_write_end(png, nullptr);
   png_destroy_write_struct(&png, &info);
   if (std::fflush(file.get()) != 0) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
+}
+
+}  // namespace
+
+void write_png(const std::string& path, const torch::Tensor& image) {
+  // Under a temporary name, renamed at the end: a reader (or a run cut short) never finds half an image.
+  const std::string temporary = path + ".tmp-" + std::to_string(::getpid());
+  try {
+    write_png_file(temporary, image);
+  } catch (...) {
+    std::remove(temporary.c_str());
+    throw;
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    std::remove(temporary.c_str());
+    throw std::runtime_error("cannot write " + path + ": " + why);
+  }
 }
 
 }  // namespace ddpm

@@ -10,6 +10,7 @@
 #include "data/splitmix64.h"
 #include "trainer/model/autocast.h"
 #include "distributed/console.h"
+#include "distributed/stop_signal.h"
 #include "trainer/config/builders.h"
 #include "trainer/checkpoint/checkpoint.h"
 #include "trainer/optim/ema.h"
@@ -98,6 +99,7 @@ torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int
     const std::unique_ptr<StepGraph> graph =
         options.cuda_graph && device.is_cuda() ? std::make_unique<StepGraph>(device) : nullptr;
     for (int64_t i = T - 1; i >= 0; --i) {
+      StopSignal::throw_if_requested("sampling");  // T model calls per batch: a stop waits for one at most
       index.fill_(i);
       t.fill_(i);
       if (graph) {
@@ -119,17 +121,13 @@ SamplerOptions sampler_options(const Config& config) {
   return options;
 }
 
-BoundReport evaluate_bound(UNet& model, const GaussianDiffusion& diffusion, const torch::Tensor& images,
-                           int64_t batch_size, bool clip_denoised, uint64_t seed, const MpiContext& mpi,
-                           const torch::Device& device) {
-  torch::NoGradGuard no_grad;
-  model->eval();
+namespace {
+
+// Sums over one rank's images, in the layout of evaluate_bound's `sums`.
+void add_bound_sums(const torch::Tensor& mine, const EpsModel& eps_model, const GaussianDiffusion& diffusion,
+                    int64_t batch_size, bool clip_denoised, at::Generator& generator, const torch::Device& device,
+                    std::vector<double>& sums) {
   const int64_t T = diffusion.num_timesteps();
-  const torch::Tensor mine = images.slice(0, mpi.rank(), images.size(0), mpi.world_size());
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed * 1000003ULL + static_cast<uint64_t>(mpi.rank()));
-  // Sums over this rank's images: [total, prior, decoder, vb sum, mse, count, per-t bpd (T), per-t mse (T)].
-  std::vector<double> sums(static_cast<size_t>(6 + 2 * T), 0.0);
-  const EpsModel eps_model = [&](const torch::Tensor& x_t, const torch::Tensor& t) { return model->forward(x_t, t); };
   for (int64_t start = 0; start < mine.size(0); start += batch_size) {
     const torch::Tensor x0 = mine.slice(0, start, std::min(start + batch_size, mine.size(0))).to(device);
     // On CPU the seeded generator makes the report reproducible; on CUDA the device's default generator.
@@ -149,8 +147,32 @@ BoundReport evaluate_bound(UNet& model, const GaussianDiffusion& diffusion, cons
       sums[static_cast<size_t>(6 + T + t)] += mse_t[t].item<double>();
     }
   }
+}
+
+}  // namespace
+
+BoundReport evaluate_bound(UNet& model, const GaussianDiffusion& diffusion, const torch::Tensor& images,
+                           int64_t batch_size, bool clip_denoised, uint64_t seed, const MpiContext& mpi,
+                           const torch::Device& device, const std::string& what) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const int64_t T = diffusion.num_timesteps();
+  const torch::Tensor mine = images.slice(0, mpi.rank(), images.size(0), mpi.world_size());
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed * 1000003ULL + static_cast<uint64_t>(mpi.rank()));
+  // [total, prior, decoder, vb sum, mse, count, per-t bpd (T), per-t mse (T), ranks stopped].
+  std::vector<double> sums(static_cast<size_t>(7 + 2 * T), 0.0);
+  const EpsModel eps_model = [&](const torch::Tensor& x_t, const torch::Tensor& t) {
+    StopSignal::throw_if_requested(what);  // T model calls per batch take minutes: a stop waits for one at most
+    return model->forward(x_t, t);
+  };
+  try {
+    add_bound_sums(mine, eps_model, diffusion, batch_size, clip_denoised, generator, device, sums);
+  } catch (const StopRequested&) {
+    sums.back() = 1.0;  // and still joins the reduction, so that every rank leaves here together
+  }
   check_mpi(MPI_Allreduce(MPI_IN_PLACE, sums.data(), static_cast<int>(sums.size()), MPI_DOUBLE, MPI_SUM, mpi.comm()),
             "MPI_Allreduce of the bound sums");
+  if (sums.back() > 0) throw StopRequested(what);
   BoundReport report;
   const double n = sums[5];
   if (n == 0) throw std::runtime_error("no images to evaluate");

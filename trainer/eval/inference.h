@@ -39,6 +39,7 @@ SamplerOptions sampler_options(const Config& config);
 
 // Ancestral sampling from x_T ~ N(0, I) through all T steps (eq. 11 with the configured variance); returns
 // uint8 [N, C, H, W]. Image i depends on (seed, i) alone: the same seed gives the same images whatever the batch.
+// A stop request (StopSignal) throws StopRequested within one model call.
 torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int64_t count, uint64_t seed,
                             int64_t batch_size, const torch::Device& device, const SamplerOptions& options = {});
 
@@ -50,10 +51,11 @@ struct BoundReport {
 };
 
 // The full bound over `images` (float in [-1, 1]) split across ranks (rank r takes images r, r+W, ...),
-// averaged over all of them on every rank.
+// averaged over all of them on every rank. Collective. A stop request (StopSignal) on any rank ends it within one
+// model call of that rank: every rank then throws StopRequested(what), together.
 BoundReport evaluate_bound(UNet& model, const GaussianDiffusion& diffusion, const torch::Tensor& images,
                            int64_t batch_size, bool clip_denoised, uint64_t seed, const MpiContext& mpi,
-                           const torch::Device& device);
+                           const torch::Device& device, const std::string& what = "the bound evaluation");
 
 std::string bound_report_json(const BoundReport& report, const std::string& model_source, const Config& config);
 

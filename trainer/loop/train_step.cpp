@@ -4,7 +4,7 @@
 
 #include "trainer/config/builders.h"
 #include "trainer/diffusion/keyed_noise.h"
-#include "trainer/loop/stop_signal.h"
+#include "distributed/stop_signal.h"
 #include "trainer/model/autocast.h"
 
 namespace ddpm {

@@ -9,7 +9,7 @@
 #include "distributed/sync_check.h"
 #include "trainer/checkpoint/rng_state.h"
 #include "trainer/config/builders.h"
-#include "trainer/loop/stop_signal.h"
+#include "distributed/stop_signal.h"
 #include "trainer/loop/train_log.h"
 
 namespace ddpm {
@@ -101,21 +101,27 @@ void Trainer::train() {
     }
     const bool checkpoint_due = step % config_.train.checkpoint_every == 0 || step == total;
     bool stop = result.stop;
-    // Before a checkpoint every step's flags are accounted for (a GPU reads them a step late); this may throw.
-    if (!stop && checkpoint_due) stop = account_flags(/*drain=*/true);
+    // Before a checkpoint or an evaluation every step's flags are accounted for (a GPU reads them a step late).
+    const bool evaluate = monitor_->wants_eval(step);
+    if (!stop && (checkpoint_due || evaluate)) stop = account_flags(/*drain=*/true);
+    // The evaluation takes minutes; a stop request ends it within a model call (all ranks agree at its end).
+    if (!stop && evaluate) stop = !evaluate_bound_now();
     if (stop) {
-      checkpoint();
-      stopped_by_signal_ = true;
-      if (mpi_.rank() == 0) {
-        std::cout << "\nstopped on a signal after step " << step << ": checkpoint committed in " << config_.run.dir
-                  << "; run the same command to resume" << std::endl;
-      }
+      stop_after(step);
       break;
     }
-    if (monitor_->wants_eval(step)) evaluate_bound_now();
     if (checkpoint_due) checkpoint();
   }
   log.finish();
+}
+
+void Trainer::stop_after(int64_t step) {
+  checkpoint();
+  stopped_by_signal_ = true;
+  if (mpi_.rank() == 0) {
+    std::cout << "\nstopped on " << (StopSignal::name().empty() ? "a signal" : StopSignal::name()) << " after step " << step
+              << ": checkpoint committed in " << config_.run.dir << "; run the same command to resume" << std::endl;
+  }
 }
 
 Trainer::StepResult Trainer::next_step(DataLoader& loader) {
@@ -192,7 +198,7 @@ void Trainer::checkpoint() {
   monitor_->observe_checkpoint(state_.step, receipt.seconds, receipt.bytes);
 }
 
-void Trainer::evaluate_bound_now() {
+bool Trainer::evaluate_bound_now() {
   if (!eval_model_) {
     // Its initial weights are overwritten by the EMA below; building it must not move the training RNG
     // (dropout draws from it), or a resumed run would diverge from an uninterrupted one.
@@ -202,7 +208,13 @@ void Trainer::evaluate_bound_now() {
   }
   state_.ema.copy_to(*eval_model_, 0);
   const Watchdog::Scope armed(guard_.watchdog(), "the bound evaluation of step " + std::to_string(state_.step), 100.0);
-  monitor_->evaluate(state_.step, eval_model_);
+  try {
+    monitor_->evaluate(state_.step, eval_model_);
+  } catch (const StopRequested& stopped) {
+    if (mpi_.rank() == 0) print_line("ddpm: " + std::string(stopped.what()) + " stopped on a signal; not reported");
+    return false;
+  }
+  return true;
 }
 
 void Trainer::run_steps(int64_t steps, PhaseTimer* timer) {

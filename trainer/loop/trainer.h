@@ -75,7 +75,10 @@ class Trainer {
   bool account_flags(bool drain);
   void check_capturable() const;
   void checkpoint();
-  void evaluate_bound_now();
+  // The full bound of the EMA model now; false when a stop request ended it (on every rank alike).
+  bool evaluate_bound_now();
+  // Commits a checkpoint after a stop request and says how to resume.
+  void stop_after(int64_t step);
 
   Config config_;
   const MpiContext& mpi_;

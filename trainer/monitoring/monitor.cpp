@@ -7,6 +7,8 @@
 
 #include "data/dataset_spec.h"
 #include "data/pixels.h"
+#include "distributed/console.h"
+#include "trainer/monitoring/bind_address.h"
 #include "trainer/checkpoint/atomic_file.h"
 #include "trainer/config/builders.h"
 
@@ -32,16 +34,23 @@ TrainingMonitor::TrainingMonitor(const Config& config, const MpiContext& mpi, co
   if (!config.monitoring.enabled) return;
 
   std::string error;
+  BindAddress bind;
   try {
+    bind = resolve_bind_address(config.monitoring.bind_address, mpi.hostname());
     const int port = config.monitoring.base_port == 0 ? 0 : static_cast<int>(config.monitoring.base_port) + mpi.local_rank();
-    server_ = std::make_unique<MetricsServer>(config.monitoring.bind_address, port, registry_);
+    server_ = std::make_unique<MetricsServer>(bind.listen, port, registry_);
   } catch (const std::exception& e) {
-    error = "rank " + std::to_string(mpi.rank()) + ": " + e.what();
+    error = mpi.where() + ": " + e.what();
   }
   mpi.throw_if_any_failed(error, "another rank could not serve metrics");
   // Prometheus' file_sd: every rank's host:port in one file, replaced atomically so a reader never sees half.
-  const std::string host = config.monitoring.bind_address == "0.0.0.0" ? mpi.hostname() : config.monitoring.bind_address;
-  const std::vector<std::string> targets = mpi.gather_to_root(host + ":" + std::to_string(server_->port()));
+  const std::vector<std::string> targets = mpi.gather_to_root(bind.target + ":" + std::to_string(server_->port()));
+  const bool several_hosts = mpi.local_size() < mpi.world_size();
+  if (mpi.rank() == 0 && bind.loopback && several_hosts) {
+    print_line("ddpm: warning: monitoring.bind_address " + config.monitoring.bind_address +
+               " is a loopback address and the job spans several hosts: a Prometheus on one host cannot scrape the "
+               "others; set it to the cluster's subnet (e.g. 10.0.0.0/8) or 0.0.0.0");
+  }
   if (mpi.rank() == 0) {
     nlohmann::json file = nlohmann::json::array();
     file.push_back({{"targets", targets}, {"labels", {{"job", "ddpm"}}}});
@@ -147,7 +156,8 @@ bool TrainingMonitor::wants_eval(int64_t step) const {
 
 void TrainingMonitor::evaluate(int64_t step, UNet& model) {
   const BoundReport report = evaluate_bound(model, diffusion_, heldout_, config_.train.batch_size, /*clip_denoised=*/true,
-                                            config_.run.seed, mpi_, device_);
+                                            config_.run.seed, mpi_, device_,
+                                            "the bound evaluation of step " + std::to_string(step));
   BoundSnapshot b;
   b.valid = true;
   b.prior = report.prior_bpd;

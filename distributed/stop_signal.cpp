@@ -1,4 +1,4 @@
-#include "trainer/loop/stop_signal.h"
+#include "distributed/stop_signal.h"
 
 #include <csignal>
 #include <unistd.h>
@@ -7,14 +7,15 @@ namespace ddpm {
 namespace {
 
 // A signal handler can reach only static storage: this is the one piece of global state, and it is only
-// ever set by the handler and read by the training loop.
+// ever set by the handler and read by the loops.
 volatile std::sig_atomic_t g_stop_signal = 0;
 struct sigaction g_previous_term {};
 struct sigaction g_previous_int {};
 
 void on_signal(int signal) {
   if (g_stop_signal != 0) {
-    // Second signal: the user means it. Default action, now.
+    if (signal != SIGINT || g_stop_signal != SIGINT) return;  // the same request again (see the header)
+    // Ctrl-C twice: the user means it. Default action, now.
     ::signal(signal, SIG_DFL);
     ::raise(signal);
     return;
@@ -29,7 +30,7 @@ StopSignal::StopSignal() {
   struct sigaction action {};
   action.sa_handler = on_signal;
   sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;  // blocking calls (reads, MPI) continue; the loop checks between steps
+  action.sa_flags = SA_RESTART;  // blocking calls (reads, MPI) continue; the loops check between steps
   sigaction(SIGTERM, &action, &g_previous_term);
   sigaction(SIGINT, &action, &g_previous_int);
 }
@@ -40,5 +41,18 @@ StopSignal::~StopSignal() {
 }
 
 bool StopSignal::requested() { return g_stop_signal != 0; }
+
+std::string StopSignal::name() {
+  switch (g_stop_signal) {
+    case 0: return "";
+    case SIGTERM: return "SIGTERM";
+    case SIGINT: return "SIGINT";
+    default: return "signal " + std::to_string(g_stop_signal);
+  }
+}
+
+void StopSignal::throw_if_requested(const std::string& what) {
+  if (requested()) throw StopRequested(what);
+}
 
 }  // namespace ddpm
