@@ -36,12 +36,13 @@ void arm_fallback(const MpiContext& mpi, double grace_seconds) {
   char seconds[32];
   std::snprintf(seconds, sizeof(seconds), "%.1f", grace_seconds);
   const std::string message = "ddpm: error (" + mpi.where() + "): the job has not ended " + seconds +
-                              " s after MPI_Abort (is a host unreachable?); killing what is left of it on " +
+                              " s after MPI_Abort (is a host unreachable?); killed what was left of it on " +
                               mpi.hostname() + ", pids";
   // Positional parameters, not text pasted into the script: nothing in the message is ever run.
   const std::string script =
-      "sleep \"$1\"; alive=; for p in $3; do kill -0 \"$p\" 2>/dev/null && alive=\"$alive $p\"; done; "
-      "[ -z \"$alive\" ] && exit 0; echo \"$2$alive\" >&2; kill -KILL $alive";
+      // Killing first: stderr may be a pipe whose reader is gone, and a write to it must not stop the rest.
+      "trap '' PIPE; sleep \"$1\"; alive=; for p in $3; do kill -0 \"$p\" 2>/dev/null && alive=\"$alive $p\"; done; "
+      "[ -z \"$alive\" ] && exit 0; kill -KILL $alive; echo \"$2$alive\" >&2";
   std::vector<std::string> args = {"/bin/sh", "-c", script, "ddpm-abort-fallback", seconds, message, pids};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());

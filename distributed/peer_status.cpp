@@ -65,8 +65,7 @@ void PeerStatus::answer_questions(const std::string& doing) {
   }
 }
 
-std::string PeerStatus::diagnose(const std::string& waiting_in, const std::string& doing, double grace_seconds) {
-  if (!active()) return "";
+std::vector<std::optional<std::string>> PeerStatus::ask_all(const std::string& doing, double grace_seconds) {
   std::vector<std::vector<char>> answers(static_cast<size_t>(world_size_), std::vector<char>(kMaxAnswer));
   std::vector<MPI_Request> receives(static_cast<size_t>(world_size_), MPI_REQUEST_NULL);
   std::vector<int> lengths(static_cast<size_t>(world_size_), -1);
@@ -91,19 +90,42 @@ std::string PeerStatus::diagnose(const std::string& waiting_in, const std::strin
     answer_questions(doing);  // another waiting rank may be asking this one at the same moment
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  std::vector<std::string> holding_up;
-  std::vector<int> waiting = {rank_};
-  std::string waiting_elsewhere;
+  std::vector<std::optional<std::string>> out(static_cast<size_t>(world_size_));
   for (int peer = 0; peer < world_size_; ++peer) {
     if (peer == rank_) continue;
     if (lengths[peer] < 0) {
       MPI_Cancel(&receives[peer]);
       MPI_Request_free(&receives[peer]);
+      continue;
+    }
+    out[peer] = std::string(answers[peer].data(), static_cast<size_t>(lengths[peer]));
+  }
+  return out;
+}
+
+bool PeerStatus::all_answer(const std::string& doing, double grace_seconds) {
+  if (!active()) return true;
+  const std::vector<std::optional<std::string>> answers = ask_all(doing, grace_seconds);
+  for (int peer = 0; peer < world_size_; ++peer) {
+    if (peer != rank_ && !answers[peer]) return false;
+  }
+  return true;
+}
+
+std::string PeerStatus::diagnose(const std::string& waiting_in, const std::string& doing, double grace_seconds) {
+  if (!active()) return "";
+  const std::vector<std::optional<std::string>> answers = ask_all(doing, grace_seconds);
+  std::vector<std::string> holding_up;
+  std::vector<int> waiting = {rank_};
+  std::string waiting_elsewhere;
+  for (int peer = 0; peer < world_size_; ++peer) {
+    if (peer == rank_) continue;
+    if (!answers[peer]) {
       holding_up.push_back(mpi_.where(peer) + " is holding up the job: it did not answer within " +
                            format_seconds(grace_seconds) + " (stopped, frozen, dead or unreachable)");
       continue;
     }
-    const std::string answer(answers[peer].data(), static_cast<size_t>(lengths[peer]));
+    const std::string& answer = *answers[peer];
     if (answer.rfind(kWaitingPrefix, 0) != 0) {
       holding_up.push_back(mpi_.where(peer) + " is holding up the job: " + answer);
     } else if (answer.rfind(kWaitingPrefix + waiting_in + " for ", 0) == 0) {

@@ -7,6 +7,7 @@
 #include <mpi.h>
 
 #include <list>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,9 @@ class PeerStatus {
   // questions of other ranks meanwhile, with `doing`). Returns a sentence naming the ranks that did not answer
   // and those not waiting in `waiting_in`, or an empty string when inactive. Call from the answering thread.
   std::string diagnose(const std::string& waiting_in, const std::string& doing, double grace_seconds);
+  // True when every other rank answers within `grace_seconds` (answering others meanwhile with `doing`), or when
+  // inactive. Call from the answering thread.
+  bool all_answer(const std::string& doing, double grace_seconds);
   // The answer of a rank blocked in `what` for `seconds`; diagnose() recognizes it.
   static std::string waiting(const std::string& what, double seconds);
 
@@ -40,6 +44,8 @@ class PeerStatus {
     std::string text;
   };
   void send(int peer, int tag, std::string text);
+  // Every other rank's answer (nullopt: none within the grace).
+  std::vector<std::optional<std::string>> ask_all(const std::string& doing, double grace_seconds);
 
   const MpiContext& mpi_;
   int rank_ = 0;

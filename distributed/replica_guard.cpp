@@ -35,7 +35,8 @@ ReplicaGuard::ReplicaGuard(const MpiContext& mpi, Communicator& comm, double tim
       peer_status_(std::make_unique<PeerStatus>(mpi)),
       watchdog_(std::make_unique<Watchdog>(
           timeout_seconds, [this](const std::string& what, double s) { abort_job(what, s); },
-          [this](const std::string& doing) { peer_status_->answer_questions(doing); })) {
+          [this](const std::string& doing) { peer_status_->answer_questions(doing); },
+          [this](const std::string& doing) { return peer_status_->all_answer(doing, answer_grace()); })) {
   check_same_config(resolved_config);
 }
 
@@ -85,15 +86,18 @@ void ReplicaGuard::check_replicas(const std::vector<torch::Tensor>& parameters, 
       diverged + "another rank's parameters differ from rank 0's");
 }
 
+double ReplicaGuard::answer_grace() const {
+  // A few seconds, and never more than a quarter of the timeout, for the live ranks to answer.
+  return std::clamp(watchdog_->timeout_seconds() / 4.0, 1.0, 5.0);
+}
+
 void ReplicaGuard::abort_job(const std::string& what, double seconds) const {
   const std::string prefix = "ddpm: error (" + mpi_.where() + "): ";
   std::ostringstream seconds_text;
   seconds_text << seconds;
   print_line(prefix + what + " has not completed after " + seconds_text.str() +
              " s: another rank is dead or hung (distributed.timeout_seconds); asking the other ranks");
-  // A few seconds, and never more than a quarter of the timeout, for the live ranks to answer.
-  const double grace = std::clamp(watchdog_->timeout_seconds() / 4.0, 1.0, 5.0);
-  const std::string diagnosis = peer_status_->diagnose(what, PeerStatus::waiting(what, seconds), grace);
+  const std::string diagnosis = peer_status_->diagnose(what, PeerStatus::waiting(what, seconds), answer_grace());
   if (!diagnosis.empty()) print_line(prefix + diagnosis);
   print_line(prefix + "aborting the job");
   comm_.abort();

@@ -40,6 +40,8 @@ class ReplicaGuard {
   // Collective (the constructor's). Throws on every rank unless `resolved_config` (the config as printed:
   // "section:" lines and indented "key: value" lines) is rank 0's; the message names each key that differs.
   void check_same_config(const std::string& resolved_config) const;
+  // How long the live ranks get to answer a question of the peer status.
+  double answer_grace() const;
 
   const MpiContext& mpi_;
   Communicator& comm_;

@@ -12,10 +12,11 @@ constexpr std::chrono::milliseconds kTick(200);
 }  // namespace
 
 Watchdog::Watchdog(double timeout_seconds, std::function<void(const std::string&, double)> on_timeout,
-                   std::function<void(const std::string&)> on_tick)
+                   std::function<void(const std::string&)> on_tick, std::function<bool(const std::string&)> peers_alive)
     : timeout_seconds_(timeout_seconds),
       on_timeout_(std::move(on_timeout)),
       on_tick_(std::move(on_tick)),
+      peers_alive_(std::move(peers_alive)),
       thread_([this] { run(); }) {}
 
 Watchdog::~Watchdog() {
@@ -39,7 +40,9 @@ void Watchdog::arm(std::string what, double seconds) {
   what_ = std::move(what);
   armed_seconds_ = seconds;
   armed_at_ = Clock::now();
-  deadline_ = armed_at_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  const auto after = [this](double s) { return armed_at_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); };
+  deadline_ = after(seconds);
+  next_probe_ = after(timeout_seconds_);
   cv_.notify_all();
 }
 
@@ -83,11 +86,30 @@ void Watchdog::run() {
       armed_ = false;
       continue;
     }
+    if (armed_ && peers_alive_ && Clock::now() >= next_probe_) {
+      const Clock::time_point armed_at = armed_at_;
+      next_probe_ += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_seconds_));
+      const std::string what = what_;
+      const double seconds = std::chrono::duration<double>(Clock::now() - armed_at_).count();
+      const std::string doing = doing_locked(Clock::now());
+      lock.unlock();
+      const bool alive = peers_alive_(doing);
+      lock.lock();
+      // Still in the same wait (it may have ended meanwhile): a silent peer ends it now.
+      if (!alive && armed_ && armed_at_ == armed_at) {
+        lock.unlock();
+        on_timeout_(what, seconds);
+        lock.lock();
+        armed_ = false;
+      }
+      continue;
+    }
     if (!armed_ && !on_tick_) {
       cv_.wait(lock, [this] { return stopping_ || armed_; });
       continue;
     }
-    const Clock::time_point until = !on_tick_ ? deadline_ : armed_ ? std::min(Clock::now() + kTick, deadline_) : Clock::now() + kTick;
+    const Clock::time_point wake = peers_alive_ ? std::min(deadline_, next_probe_) : deadline_;
+    const Clock::time_point until = !on_tick_ ? wake : armed_ ? std::min(Clock::now() + kTick, wake) : Clock::now() + kTick;
     const bool was_armed = armed_;
     const Clock::time_point deadline = deadline_;
     cv_.wait_until(lock, until, [&] { return stopping_ || armed_ != was_armed || deadline_ != deadline; });

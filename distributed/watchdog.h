@@ -16,8 +16,12 @@ class Watchdog {
   // on_timeout(what, seconds) runs on the watchdog thread; it is expected not to return (MPI_Abort).
   // on_tick(doing), when set, runs on the watchdog thread every few hundred milliseconds with a sentence on what
   // this rank is doing (PeerStatus answers other ranks' questions with it).
+  // peers_alive(doing), when set, runs on the watchdog thread once per timeout_seconds of a scope armed for longer
+  // (a checkpoint, an evaluation): a long allowance is for a slow peer, not a lost one, so when it returns false
+  // (a peer did not answer) on_timeout fires at once instead of at the end of the allowance.
   Watchdog(double timeout_seconds, std::function<void(const std::string&, double)> on_timeout,
-           std::function<void(const std::string&)> on_tick = {});
+           std::function<void(const std::string&)> on_tick = {},
+           std::function<bool(const std::string&)> peers_alive = {});
   ~Watchdog();
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
@@ -49,6 +53,7 @@ class Watchdog {
   const double timeout_seconds_;
   std::function<void(const std::string&, double)> on_timeout_;
   std::function<void(const std::string&)> on_tick_;
+  std::function<bool(const std::string&)> peers_alive_;
   std::mutex mutex_;
   std::condition_variable cv_;
   bool armed_ = false;
@@ -56,6 +61,7 @@ class Watchdog {
   std::string what_;
   double armed_seconds_ = 0.0;
   Clock::time_point deadline_;
+  Clock::time_point next_probe_;  // when peers_alive_ is asked next, while armed
   Clock::time_point armed_at_ = Clock::now();
   Clock::time_point disarmed_at_ = Clock::now();
   std::thread thread_;

@@ -22,12 +22,14 @@ readonly BUILD_TYPE="${DDPM_BUILD_TYPE:-Release}"
 
 # Debian packages: toolchain, MPI, YAML, Prometheus (client library and the server the monitoring test
 # starts), GoogleTest, image/compression libraries, the default data set, procps (pgrep and pkill for the
-# fault-injection tests), and clang with its libFuzzer and
-# sanitizer runtimes plus llvm-symbolizer for the fuzz targets (tests/fuzz).
+# fault-injection tests), Slurm and munge (tests/slurm starts a real one), iproute2 and util-linux (network and UTS
+# namespaces as hosts: tests/multihost), and clang with its libFuzzer and sanitizer runtimes plus llvm-symbolizer for
+# the fuzz targets (tests/fuzz).
 readonly APT_PACKAGES=(
   build-essential cmake ninja-build ccache git python3 python3-venv clang libclang-rt-14-dev llvm
   libopenmpi-dev openmpi-bin libyaml-cpp-dev prometheus-cpp-dev libgtest-dev libcli11-dev
   zlib1g-dev libpng-dev libstb-dev nlohmann-json3-dev prometheus curl dataset-fashion-mnist procps
+  slurm-wlm munge iproute2 util-linux
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -60,6 +61,57 @@ class Timeouts {
   std::vector<std::pair<std::string, double>> calls_;
   std::vector<Clock::time_point> at_;
 };
+
+// A scope with a long allowance (a checkpoint: 10x) asks whether the peers are alive once per timeout: while they
+// answer it waits on; the first time one does not (a host cut off) it fires then, not at the end of the allowance.
+TEST(Watchdog, LongAllowanceLastsOnlyWhilePeersAnswer) {
+  Timeouts timeouts;
+  std::mutex mutex;
+  std::vector<std::string> asked;
+  bool alive = true;
+  ddpm::Watchdog watchdog(
+      0.2, timeouts.handler(), [](const std::string&) {},
+      [&](const std::string& doing) {
+        const std::lock_guard<std::mutex> lock(mutex);
+        asked.push_back(doing);
+        return alive;
+      });
+  const Clock::time_point start = Clock::now();
+  {
+    const ddpm::Watchdog::Scope armed(watchdog, "the checkpoint of step 6", 10.0);
+    sleep_seconds(0.7);  // three probes answered: no timeout
+    EXPECT_TRUE(timeouts.calls().empty());
+    {
+      const std::lock_guard<std::mutex> lock(mutex);
+      EXPECT_GE(asked.size(), 2u);
+      EXPECT_LE(asked.size(), 4u);
+      alive = false;
+    }
+    ASSERT_TRUE(timeouts.wait_for(1, 1.0)) << "a silent peer did not end the wait";
+  }
+  const double fired_after = std::chrono::duration<double>(timeouts.at().at(0) - start).count();
+  EXPECT_LT(fired_after, 1.3) << "waited on past a silent peer";
+  const auto calls = timeouts.calls();
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].first, "the checkpoint of step 6");
+  EXPECT_GE(calls[0].second, 0.7);  // how long it had waited, not the allowance
+  EXPECT_LT(calls[0].second, 1.3);
+  const std::lock_guard<std::mutex> lock(mutex);
+  EXPECT_NE(asked.at(0).find("waiting in the checkpoint of step 6 for"), std::string::npos) << asked.at(0);
+}
+
+// A scope of the plain timeout never probes: it just times out.
+TEST(Watchdog, PlainScopeDoesNotProbe) {
+  Timeouts timeouts;
+  std::atomic<int> probes{0};
+  ddpm::Watchdog watchdog(
+      0.1, timeouts.handler(), [](const std::string&) {}, [&](const std::string&) { return ++probes, true; });
+  {
+    const ddpm::Watchdog::Scope armed(watchdog, "the loss average of step 3");
+    ASSERT_TRUE(timeouts.wait_for(1, 3.0));
+  }
+  EXPECT_EQ(probes, 0);
+}
 
 TEST(Watchdog, ScopePastItsTimeoutFiresOnceWithItsDescriptionAndTimeout) {
   Timeouts timeouts;
