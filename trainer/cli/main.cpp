@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include <filesystem>
+#include <optional>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -309,8 +310,9 @@ int main(int argc, char** argv) {
     mpi = std::make_unique<ddpm::MpiContext>(&argc, &argv);
     share_cores(*mpi);
     // SIGTERM / SIGINT: training finishes its step and checkpoints; sampling and evaluation stop within a model call
-    // and write nothing. Every command exits kExitStopped then.
-    const ddpm::StopSignal stop_signal;
+    // and write nothing; each exits kExitStopped then. The benchmark keeps the default actions (it has nothing to keep).
+    std::optional<ddpm::StopSignal> stop_signal;
+    if (!bench_cmd->parsed()) stop_signal.emplace();
     if (train_cmd->parsed()) return run_train(train_args, progress, sync_check, *mpi);
     if (sample_cmd->parsed()) return run_sample(sample_args, sample);
     if (eval_cmd->parsed()) return run_eval(eval_args, eval, *mpi);
