@@ -37,6 +37,7 @@ Watchdog::Scope::~Scope() { watchdog_.disarm(); }
 void Watchdog::arm(std::string what, double seconds) {
   const std::lock_guard<std::mutex> lock(mutex_);
   armed_ = true;
+  ++arms_;
   what_ = std::move(what);
   armed_seconds_ = seconds;
   armed_at_ = Clock::now();
@@ -80,14 +81,16 @@ void Watchdog::run() {
     if (armed_ && Clock::now() >= deadline_) {
       const std::string what = what_;
       const double seconds = armed_seconds_;
+      const uint64_t arm = arms_;
       lock.unlock();
       on_timeout_(what, seconds);
       lock.lock();
-      armed_ = false;
+      // Fired once per scope; a scope armed while the handler ran keeps its own deadline.
+      if (arms_ == arm) armed_ = false;
       continue;
     }
     if (armed_ && peers_alive_ && Clock::now() >= next_probe_) {
-      const Clock::time_point armed_at = armed_at_;
+      const uint64_t arm = arms_;
       next_probe_ += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_seconds_));
       const std::string what = what_;
       const double seconds = std::chrono::duration<double>(Clock::now() - armed_at_).count();
@@ -96,11 +99,11 @@ void Watchdog::run() {
       const bool alive = peers_alive_(doing);
       lock.lock();
       // Still in the same wait (it may have ended meanwhile): a silent peer ends it now.
-      if (!alive && armed_ && armed_at_ == armed_at) {
+      if (!alive && armed_ && arms_ == arm) {
         lock.unlock();
         on_timeout_(what, seconds);
         lock.lock();
-        armed_ = false;
+        if (arms_ == arm) armed_ = false;
       }
       continue;
     }

@@ -3,6 +3,7 @@
 // checks the armed deadline and, when it passes, calls the handler (which reports and aborts the job).
 #pragma once
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -57,6 +58,7 @@ class Watchdog {
   std::mutex mutex_;
   std::condition_variable cv_;
   bool armed_ = false;
+  uint64_t arms_ = 0;  // counts arm() calls: tells a scope from the next one armed while the handler ran
   bool stopping_ = false;
   std::string what_;
   double armed_seconds_ = 0.0;

@@ -11,7 +11,8 @@
 #   mh_on_argv K       sets MH_ON to those words: "${MH_ON[@]}" CMD & is CMD itself in the background ($! its PID).
 #   mh_hostfile SLOTS  writes $MH_HOSTFILE: every host's address with SLOTS slots.
 #   mh_mpirun ARGS...  mpirun on host 0 over every host of $MH_HOSTFILE (MH_MCA: the settings below; -x OMP_NUM_THREADS).
-#   mh_partition K     host K's cable pulled at the switch (its port of the bridge down); mh_reconnect K undoes it.
+#   mh_partition K     host K's cable pulled at the switch (its port of the bridge down); mh_reconnect K undoes it
+#                      and waits until every host reaches every other (mh_wait_connected).
 #   mh_pids K          the PIDs of every process in host K's namespace; mh_procs K "pid comm" of each, one a line.
 #   mh_kill_all K      SIGKILL to each of them, by PID.
 #   mh_destroy         every process of every namespace killed, the namespaces deleted (run by the exit trap).
@@ -39,8 +40,9 @@ MH_IF=()
 #   plm_rsh_agent             the ssh stand-in that enters the host's namespace.
 #   plm_rsh_no_tree_spawn 1   every daemon launched from host 0 (no daemon launches another through the agent).
 # shellcheck disable=SC2054  # tcp,self is one word
+#   orte_startup_timeout 60   a daemon that never calls back fails the start instead of holding mpirun forever.
 MH_MCA=(--mca btl tcp,self --mca btl_tcp_if_include "$MH_CIDR" --mca oob_tcp_if_include "$MH_CIDR"
-        --mca plm_rsh_agent "$MH_RSH" --mca plm_rsh_no_tree_spawn 1)
+        --mca plm_rsh_agent "$MH_RSH" --mca plm_rsh_no_tree_spawn 1 --mca orte_startup_timeout 60)
 MH_MPIRUN=(mpirun --hostfile "$MH_HOSTFILE" "${MH_MCA[@]}" -x OMP_NUM_THREADS)  # mh_mpirun's command
 
 mh_destroy() {  # every process in the namespaces of this run killed by PID, then the namespaces deleted
@@ -97,18 +99,33 @@ mh_create() {  # mh_create N: hosts 0..N-1 joined by a switch (see the top)
     echo "${MH_ADDR[k]} $ns ${MH_NAME[k]}" >>"$MH_MAP"
   done
   export NETNS_RSH_MAP="$MH_MAP"
-  # Host 0 reaches every other host: a TCP connection to a closed port is refused at once (an answer from the
-  # host's kernel) when the network works, and times out when it does not (no ping here). 20 tries at most.
-  for ((k = 1; k < n; k++)); do
-    local up=0
-    for _ in $(seq 20); do
-      if [[ "$(ip netns exec "${MH_NS[0]}" timeout 2 bash -c "exec 3<>/dev/tcp/${MH_ADDR[k]}/9" 2>&1)" == *refused* ]]; then
-        up=1
-        break
-      fi
-      sleep 0.2
+  mh_wait_connected
+}
+
+mh_reaches() {  # mh_reaches I J: host I reaches host J (20 tries at most)
+  # A TCP connection to a closed port is refused at once (an answer from the host's kernel) when the network works,
+  # and times out or finds no route when it does not (no ping here).
+  for _ in $(seq 20); do
+    if [[ "$(ip netns exec "${MH_NS[$1]}" timeout 2 bash -c "exec 3<>/dev/tcp/${MH_ADDR[$2]}/9" 2>&1)" == *refused* ]]; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  return 1
+}
+
+mh_wait_connected() {  # every host reaches every other one; a harness error otherwise
+  local i j
+  for i in "${!MH_NS[@]}"; do
+    # After a cut, neighbour entries of the lost host stay FAILED for a while: connections to it would fail with
+    # "no route to host" (an orted that cannot call back, a job that never starts) though the link is up again.
+    ip -n "${MH_NS[i]}" neigh flush all 2>/dev/null
+  done
+  for i in "${!MH_NS[@]}"; do
+    for j in "${!MH_NS[@]}"; do
+      ((i == j)) && continue
+      mh_reaches "$i" "$j" || harness_error "host $i cannot reach host $j (${MH_ADDR[j]})"
     done
-    ((up)) || harness_error "host 0 cannot reach host $k (${MH_ADDR[k]})"
   done
 }
 
@@ -134,7 +151,7 @@ mh_mpirun() {  # mh_mpirun ARGS...: mpirun on host 0 over $MH_HOSTFILE
 }
 
 mh_partition() { ip -n "$MH_SWITCH" link set "port$1" down; }  # host K unreachable: its switch port down
-mh_reconnect() { ip -n "$MH_SWITCH" link set "port$1" up; }
+mh_reconnect() { ip -n "$MH_SWITCH" link set "port$1" up && mh_wait_connected; }  # and every host reaches every other
 
 mh_pids() { ip netns pids "${MH_NS[$1]}" 2>/dev/null; }
 

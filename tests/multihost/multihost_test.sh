@@ -34,6 +34,8 @@ NOTES=()     # per scenario: the time to end and the key messages, printed at th
 note() { NOTES+=("$*"); echo "note: $*"; }
 
 mh_create "$HOSTS"
+mh_on_argv 0
+MH_ON_0=("${MH_ON[@]}")  # the words that run a command on host 0
 mh_hostfile 1
 echo "hosts: $(for k in "${!MH_NS[@]}"; do printf '%s=%s(%s) ' "${MH_NAME[k]}" "${MH_ADDR[k]}" "${MH_NS[k]}"; done)"
 
@@ -45,7 +47,8 @@ ddpm_args() {  # ddpm_args NAME STEPS [--set ...]: the training command of every
     --set monitoring.eval_every=0 --set "distributed.timeout_seconds=$TIMEOUT" "$@"
 }
 # shellcheck disable=SC2046  # ddpm_args' words: no path here holds a space (mktemp, the checkout)
-train_hosts() { local name="$1"; shift; mh_mpirun -np "$HOSTS" $(ddpm_args "$name" "$@"); }
+# A run in the foreground, bounded: a job that cannot start or end is a failed check, not a hung test.
+train_hosts() { local name="$1"; shift; timeout -k 5 240 "${MH_ON_0[@]}" "${MH_MPIRUN[@]}" -np "$HOSTS" $(ddpm_args "$name" "$@"); }
 
 JOB=""
 WRAP=()  # more mpirun options for the next start_job

@@ -117,7 +117,7 @@ slurm_start() {
   EXTRA_CLEANUP+="; slurm_cleanup"
   slurm_network
   local dir="$WORK/slurm"
-  mkdir -p "$dir/munge" "$dir/state" "$dir/spool" "$dir/log" || harness_error "mkdir under $dir"
+  mkdir -p "$dir/munge" "$dir/state" "$dir/spool" "$dir/log" "$dir/tmp" || harness_error "mkdir under $dir"
   chmod 700 "$dir/munge"
 
   # munged: its own key and socket. -f: $WORK (mktemp -d, 0700) is not searchable by other users, which munged
@@ -160,6 +160,8 @@ slurm_start() {
   #     main scheduler runs every 60 s by default). MinJobAge=600: finished jobs stay visible to scontrol.
   #   ReturnToService=2: the node is idle once slurmd registers. Accounting, job accounting gather: none.
   #   JobRequeue=0: only jobs submitted with --requeue (the launch scripts say so) may be requeued.
+  #   TmpFS under the work directory: slurmstepd's PMIx plugin makes spmix_appdir_<uid>_<job>.<step> there, and
+  #     every test cluster starts again at job 1: a directory left in /tmp by an earlier run would fail the step.
   cat >"$WORK/slurm.conf" <<EOF || harness_error "could not write $WORK/slurm.conf"
 ClusterName=ddpmtest
 SlurmctldHost=$host(127.0.0.1)
@@ -172,6 +174,7 @@ AuthInfo=socket=$dir/munge/socket,cred_expire=10
 CredType=cred/munge
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
+TmpFS=$dir/tmp
 SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
@@ -220,4 +223,122 @@ EOF
   [[ "$state" == idle ]] || slurm_skip "node $SLURM_NODE is '$state', not idle: $(tail -n 2 "$dir/log/slurmd.log" | tr '\n' ' ')"
   echo "Slurm $(sl scontrol --version | cut -d' ' -f2) up in the $SLURM_WHERE: slurmctld on 127.0.0.1:$port," \
     "node $SLURM_NODE idle (2 CPUs), SLURM_CONF=$WORK/slurm.conf"
+}
+
+# ---- Several nodes: a Slurm cluster over the simulated hosts of tests/multihost/hosts.sh ---------------------------
+#   slurm_multinode_start   (after mh_create N) node mhostK = host K: its own slurmd (-N mhostK) in host K's network
+#                           namespace under its host name; munged and slurmctld on host 0; waits until every node is
+#                           idle. Sets SL (sl runs on host 0). SLURM_KILLWAIT (default 5) is KillWait.
+# The nodes share the file system (run.dir, the munge socket: a path, reachable from every network namespace) and
+# each has its own SlurmdSpoolDir, TmpFS, pid and log file (%n: the node's name). Debian's slurmd lacks
+# --enable-multiple-slurmd; it needs none: each slurmd is alone in its namespace, on the standard ports, and its
+# host name is its node's name.
+SLURM_KILLWAIT="${SLURM_KILLWAIT:-5}"
+
+slurm_multinode_start() {
+  local tool k i n="${#MH_NS[@]}" dir="$WORK/slurm" nodes=""
+  ((n > 0)) || harness_error "slurm_multinode_start: no hosts (mh_create first)"
+  for tool in munged munge slurmctld slurmd srun scontrol sinfo; do
+    command -v "$tool" >/dev/null || slurm_skip "$tool is not installed (Debian: munge slurm-wlm slurm-client)"
+  done
+  [[ $(id -u) -eq 0 ]] || slurm_skip "the daemons run as root (SlurmUser=root), and this is uid $(id -u)"
+  EXTRA_CLEANUP+="; slurm_cleanup"
+  mkdir -p "$dir/munge" "$dir/state" "$dir/log" || harness_error "mkdir under $dir"
+  for ((k = 0; k < n; k++)); do
+    mkdir -p "$dir/spool/${MH_NAME[k]}" "$dir/tmp/${MH_NAME[k]}" || harness_error "mkdir under $dir"
+    nodes+="${nodes:+,}${MH_NAME[k]}"
+  done
+  chmod 700 "$dir/munge"
+  if ! { head -c 1024 /dev/urandom >"$dir/munge/munge.key" && chmod 400 "$dir/munge/munge.key"; }; then
+    harness_error "could not write the munge key $dir/munge/munge.key"
+  fi
+  mh_on_argv 0
+  "${MH_ON[@]}" munged -F -f --key-file="$dir/munge/munge.key" --socket="$dir/munge/socket" \
+    --pid-file="$dir/munge/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge/seed" \
+    >"$dir/log/munged.log.stderr" 2>&1 &
+  SLURM_PIDS+=($!)
+  disown
+  for i in $(seq 50); do
+    munge -S "$dir/munge/socket" -n 2>/dev/null | unmunge -S "$dir/munge/socket" >/dev/null 2>&1 && break
+    slurm_daemon_died munged "${SLURM_PIDS[-1]}" "$dir/log/munged.log"
+    sleep 0.2
+  done
+  ((i < 50)) || slurm_skip "munged does not answer on $dir/munge/socket"
+  # The keys of slurm_start (see there), and what several nodes need beyond them:
+  #   SlurmctldHost=mhost0(<host 0's address>): slurmctld runs on host 0, whose host name that is.
+  #   NodeName=mhostK NodeAddr=<host K's address>: slurmctld, srun and the other slurmstepds reach node K there.
+  #   SlurmdSpoolDir, SlurmdPidFile, SlurmdLogFile with %n: one of each per node on the shared file system.
+  #   TmpFS=.../tmp/%n: the PMIx plugin of slurmstepd makes its client directory spmix_appdir_<uid>_<job>.<step>
+  #     under TmpFS (/tmp by default): on a shared /tmp the second node's fails ("File exists"), and so the step.
+  #   KillWait=$SLURM_KILLWAIT: after MPI_Abort srun waits KillWait + 2 s for the tasks of every node; those of a
+  #     node cut off never report, so srun ends only then ("Timed out waiting for job step to complete").
+  cat >"$WORK/slurm.conf" <<EOC || harness_error "could not write $WORK/slurm.conf"
+ClusterName=ddpmmultinode
+SlurmctldHost=${MH_NAME[0]}(${MH_ADDR[0]})
+SlurmctldPort=6817
+SlurmdPort=6818
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$dir/munge/socket,cred_expire=10
+CredType=cred/munge
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool/%n
+TmpFS=$dir/tmp/%n
+SlurmctldPidFile=$dir/slurmctld.pid
+SlurmdPidFile=$dir/slurmd.%n.pid
+SlurmctldLogFile=$dir/log/slurmctld.log
+SlurmdLogFile=$dir/log/slurmd.%n.log
+SlurmctldDebug=info
+SlurmdDebug=debug
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=pmix
+KillWait=$SLURM_KILLWAIT
+SchedulerParameters=sched_interval=1,bf_interval=1
+MinJobAge=600
+ReturnToService=2
+JobRequeue=0
+SlurmdParameters=config_overrides
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+MailProg=/bin/true
+EOC
+  for ((k = 0; k < n; k++)); do
+    echo "NodeName=${MH_NAME[k]} NodeAddr=${MH_ADDR[k]} CPUs=2 RealMemory=1000 State=UNKNOWN" >>"$WORK/slurm.conf"
+  done
+  echo "PartitionName=ddpm Nodes=$nodes Default=YES MaxTime=INFINITE State=UP" >>"$WORK/slurm.conf"
+  echo "CgroupPlugin=cgroup/v1" >"$WORK/cgroup.conf"
+  mh_on_argv 0
+  SL=(env "SLURM_CONF=$WORK/slurm.conf" "${MH_ON[@]}")
+  "${MH_ON[@]}" slurmctld -D -c -f "$WORK/slurm.conf" >"$dir/log/slurmctld.log.stderr" 2>&1 &
+  SLURM_PIDS+=($!)
+  disown
+  for i in $(seq 100); do
+    sl scontrol ping 2>/dev/null | grep -q 'is UP' && break
+    slurm_daemon_died slurmctld "${SLURM_PIDS[-1]}" "$dir/log/slurmctld.log"
+    sleep 0.2
+  done
+  ((i < 100)) || slurm_skip "slurmctld does not answer: $(tail -n 2 "$dir/log/slurmctld.log" | tr '\n' ' ')"
+  for ((k = 0; k < n; k++)); do
+    mh_on_argv "$k"
+    "${MH_ON[@]}" slurmd -D -N "${MH_NAME[k]}" -f "$WORK/slurm.conf" >"$dir/log/slurmd.${MH_NAME[k]}.log.stderr" 2>&1 &
+    SLURM_PIDS+=($!)
+    disown
+  done
+  local idle=0
+  for i in $(seq 150); do
+    idle="$(sl sinfo --noheader --format '%n %T' 2>/dev/null | grep -c ' idle$')"
+    ((idle == n)) && break
+    for ((k = 0; k < n; k++)); do
+      slurm_daemon_died "slurmd of ${MH_NAME[k]}" "${SLURM_PIDS[-n + k]}" "$dir/log/slurmd.${MH_NAME[k]}.log"
+    done
+    sleep 0.2
+  done
+  ((idle == n)) || slurm_skip "$idle of $n nodes idle: $(sl sinfo --noheader --format '%n %T' 2>&1 | paste -sd' ' -)"
+  mh_on_argv 0
+  echo "Slurm $(sl scontrol --version | cut -d' ' -f2) up: slurmctld on ${MH_NAME[0]} (${MH_ADDR[0]}:6817)," \
+    "$n nodes idle ($nodes), KillWait=$SLURM_KILLWAIT, SLURM_CONF=$WORK/slurm.conf"
 }
