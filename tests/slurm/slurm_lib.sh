@@ -108,6 +108,42 @@ slurm_daemon_died() {  # slurm_daemon_died NAME PID LOG: skips (77) with the log
   slurm_skip "$1 did not start: $(grep -hiE 'error|fatal' "$3" "$3.stderr" 2>/dev/null | tail -n 2 | tr '\n' ' ')"
 }
 
+# The slurm.conf lines both clusters share (KILLWAIT: KillWait); slurm_start says why each is there.
+slurm_conf_common() {
+  cat <<EOF
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=pmix
+KillWait=$1
+SchedulerParameters=sched_interval=1,bf_interval=1
+MinJobAge=600
+ReturnToService=2
+JobRequeue=0
+SlurmdParameters=config_overrides
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+MailProg=/bin/true
+EOF
+}
+
+# slurmctld_start DIR PREFIX...: slurmctld of $WORK/slurm.conf, run through PREFIX (a namespace), until it answers
+# (20 s at most; skipped otherwise, with its log).
+slurmctld_start() {
+  local dir="$1" i
+  shift
+  "$@" slurmctld -D -c -f "$WORK/slurm.conf" >"$dir/log/slurmctld.log.stderr" 2>&1 &
+  SLURM_PIDS+=($!)
+  disown  # killed at the end by slurm_cleanup: no "Killed" report from bash
+  for i in $(seq 100); do
+    sl scontrol ping 2>/dev/null | grep -q 'is UP' && break
+    slurm_daemon_died slurmctld "${SLURM_PIDS[-1]}" "$dir/log/slurmctld.log"
+    sleep 0.2
+  done
+  ((i < 100)) || slurm_skip "slurmctld does not answer: $(tail -n 2 "$dir/log/slurmctld.log" | tr '\n' ' ')"
+}
+
 slurm_start() {
   local tool
   for tool in munged munge slurmctld slurmd sbatch scontrol squeue scancel sinfo ss nsenter; do
@@ -181,34 +217,13 @@ SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-MpiDefault=pmix
-KillWait=30
-SchedulerParameters=sched_interval=1,bf_interval=1
-MinJobAge=600
-ReturnToService=2
-JobRequeue=0
-SlurmdParameters=config_overrides
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-MailProg=/bin/true
+$(slurm_conf_common 30)
 NodeName=$SLURM_NODE NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN
 PartitionName=ddpm Nodes=$SLURM_NODE Default=YES MaxTime=INFINITE State=UP
 EOF
   echo "CgroupPlugin=cgroup/v1" >"$WORK/cgroup.conf"
 
-  "${SL[@]}" slurmctld -D -c -f "$WORK/slurm.conf" >"$dir/log/slurmctld.log.stderr" 2>&1 &
-  SLURM_PIDS+=($!)
-  disown  # killed at the end by slurm_cleanup: no "Killed" report from bash
-  for i in $(seq 100); do
-    sl scontrol ping 2>/dev/null | grep -q 'is UP' && break
-    slurm_daemon_died slurmctld "${SLURM_PIDS[-1]}" "$dir/log/slurmctld.log"
-    sleep 0.2
-  done
-  ((i < 100)) || slurm_skip "slurmctld does not answer: $(tail -n 2 "$dir/log/slurmctld.log" | tr '\n' ' ')"
+  slurmctld_start "$dir" "${SL[@]}"
 
   "${SL[@]}" slurmd -D -N "$SLURM_NODE" -f "$WORK/slurm.conf" >"$dir/log/slurmd.log.stderr" 2>&1 &
   SLURM_PIDS+=($!)
@@ -291,20 +306,7 @@ SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.%n.log
 SlurmctldDebug=info
 SlurmdDebug=debug
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-MpiDefault=pmix
-KillWait=$SLURM_KILLWAIT
-SchedulerParameters=sched_interval=1,bf_interval=1
-MinJobAge=600
-ReturnToService=2
-JobRequeue=0
-SlurmdParameters=config_overrides
-AccountingStorageType=accounting_storage/none
-JobAcctGatherType=jobacct_gather/none
-MailProg=/bin/true
+$(slurm_conf_common "$SLURM_KILLWAIT")
 EOC
   for ((k = 0; k < n; k++)); do
     echo "NodeName=${MH_NAME[k]} NodeAddr=${MH_ADDR[k]} CPUs=2 RealMemory=1000 State=UNKNOWN" >>"$WORK/slurm.conf"
@@ -313,15 +315,7 @@ EOC
   echo "CgroupPlugin=cgroup/v1" >"$WORK/cgroup.conf"
   mh_on_argv 0
   SL=(env "SLURM_CONF=$WORK/slurm.conf" "${MH_ON[@]}")
-  "${MH_ON[@]}" slurmctld -D -c -f "$WORK/slurm.conf" >"$dir/log/slurmctld.log.stderr" 2>&1 &
-  SLURM_PIDS+=($!)
-  disown
-  for i in $(seq 100); do
-    sl scontrol ping 2>/dev/null | grep -q 'is UP' && break
-    slurm_daemon_died slurmctld "${SLURM_PIDS[-1]}" "$dir/log/slurmctld.log"
-    sleep 0.2
-  done
-  ((i < 100)) || slurm_skip "slurmctld does not answer: $(tail -n 2 "$dir/log/slurmctld.log" | tr '\n' ' ')"
+  slurmctld_start "$dir" "${MH_ON[@]}"
   for ((k = 0; k < n; k++)); do
     mh_on_argv "$k"
     "${MH_ON[@]}" slurmd -D -N "${MH_NAME[k]}" -f "$WORK/slurm.conf" >"$dir/log/slurmd.${MH_NAME[k]}.log.stderr" 2>&1 &
