@@ -128,6 +128,28 @@ MailProg=/bin/true
 EOF
 }
 
+# munged_start DIR PREFIX...: munged with a key and a socket of its own under DIR/munge, run through PREFIX (a
+# namespace), until a credential round-trips (10 s at most; skipped otherwise). -f: $WORK (mktemp -d, 0700) is not
+# searchable by other users, which munged refuses for a socket other users' clients need; every client here is root.
+munged_start() {
+  local dir="$1" i
+  shift
+  if ! { head -c 1024 /dev/urandom >"$dir/munge/munge.key" && chmod 400 "$dir/munge/munge.key"; }; then
+    harness_error "could not write the munge key $dir/munge/munge.key"
+  fi
+  "$@" munged -F -f --key-file="$dir/munge/munge.key" --socket="$dir/munge/socket" \
+    --pid-file="$dir/munge/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge/seed" \
+    >"$dir/log/munged.log.stderr" 2>&1 &
+  SLURM_PIDS+=($!)
+  disown  # killed at the end by slurm_cleanup: no "Killed" report from bash
+  for i in $(seq 50); do
+    munge -S "$dir/munge/socket" -n 2>/dev/null | unmunge -S "$dir/munge/socket" >/dev/null 2>&1 && break
+    slurm_daemon_died munged "${SLURM_PIDS[-1]}" "$dir/log/munged.log"
+    sleep 0.2
+  done
+  ((i < 50)) || slurm_skip "munged does not answer on $dir/munge/socket"
+}
+
 # slurmctld_start DIR PREFIX...: slurmctld of $WORK/slurm.conf, run through PREFIX (a namespace), until it answers
 # (20 s at most; skipped otherwise, with its log).
 slurmctld_start() {
@@ -156,23 +178,8 @@ slurm_start() {
   mkdir -p "$dir/munge" "$dir/state" "$dir/spool" "$dir/log" "$dir/tmp" || harness_error "mkdir under $dir"
   chmod 700 "$dir/munge"
 
-  # munged: its own key and socket. -f: $WORK (mktemp -d, 0700) is not searchable by other users, which munged
-  # refuses for a socket other users' clients need; every client here is root.
-  if ! { head -c 1024 /dev/urandom >"$dir/munge/munge.key" && chmod 400 "$dir/munge/munge.key"; }; then
-    harness_error "could not write the munge key $dir/munge/munge.key"
-  fi
-  "${SL[@]}" munged -F -f --key-file="$dir/munge/munge.key" --socket="$dir/munge/socket" \
-    --pid-file="$dir/munge/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge/seed" \
-    >"$dir/log/munged.log.stderr" 2>&1 &
-  SLURM_PIDS+=($!)
-  disown  # killed at the end by slurm_cleanup: no "Killed" report from bash
+  munged_start "$dir" "${SL[@]}"
   local i
-  for i in $(seq 50); do
-    munge -S "$dir/munge/socket" -n 2>/dev/null | unmunge -S "$dir/munge/socket" >/dev/null 2>&1 && break
-    slurm_daemon_died munged "${SLURM_PIDS[-1]}" "$dir/log/munged.log"
-    sleep 0.2
-  done
-  ((i < 50)) || slurm_skip "munged does not answer on $dir/munge/socket"
 
   local port
   if [[ -n "$SLURM_NETNS" ]]; then port=6817; else port="$(slurm_free_port $((20000 + RANDOM % 20000)))"; fi
@@ -264,21 +271,8 @@ slurm_multinode_start() {
     nodes+="${nodes:+,}${MH_NAME[k]}"
   done
   chmod 700 "$dir/munge"
-  if ! { head -c 1024 /dev/urandom >"$dir/munge/munge.key" && chmod 400 "$dir/munge/munge.key"; }; then
-    harness_error "could not write the munge key $dir/munge/munge.key"
-  fi
   mh_on_argv 0
-  "${MH_ON[@]}" munged -F -f --key-file="$dir/munge/munge.key" --socket="$dir/munge/socket" \
-    --pid-file="$dir/munge/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge/seed" \
-    >"$dir/log/munged.log.stderr" 2>&1 &
-  SLURM_PIDS+=($!)
-  disown
-  for i in $(seq 50); do
-    munge -S "$dir/munge/socket" -n 2>/dev/null | unmunge -S "$dir/munge/socket" >/dev/null 2>&1 && break
-    slurm_daemon_died munged "${SLURM_PIDS[-1]}" "$dir/log/munged.log"
-    sleep 0.2
-  done
-  ((i < 50)) || slurm_skip "munged does not answer on $dir/munge/socket"
+  munged_start "$dir" "${MH_ON[@]}"
   # The keys of slurm_start (see there), and what several nodes need beyond them:
   #   SlurmctldHost=mhost0(<host 0's address>): slurmctld runs on host 0, whose host name that is.
   #   NodeName=mhostK NodeAddr=<host K's address>: slurmctld, srun and the other slurmstepds reach node K there.
