@@ -141,6 +141,13 @@ if [[ -f "$(ckpt_path "$WORK/across" 20)" && -f "$(ckpt_path "$WORK/onehost" 20)
 else
   fail "a: a final checkpoint is missing"
 fi
+# The default loopback address serves only the local host: rank 0 says so across hosts, and never on one host.
+warning="monitoring.bind_address 127.0.0.1 is a loopback address and the job spans several hosts"
+if grep -q "$warning" "$WORK/across.log" && ! grep -q "$warning" "$WORK/onehost.log"; then
+  ok "a: the loopback metrics address is warned about across hosts only"
+else
+  fail "a: the loopback warning: across hosts $(grep -c "$warning" "$WORK/across.log"), on one host $(grep -c "$warning" "$WORK/onehost.log") (expected 1 and 0)"
+fi
 note "a: 20 steps: ${across_s} s across $HOSTS hosts, ${onehost_s} s on one host; $(grep '^rank ' "$WORK/across.log" | sort | paste -sd';' - | sed 's/;/; /g')"
 wait_hosts_empty 5 || { fail "a: processes left: $(host_procs)"; for k in "${!MH_NS[@]}"; do mh_kill_all "$k"; done; }
 
