@@ -12,6 +12,10 @@
   train.steps=1 writes one): its header and metadata with a short prefix of the tensor archive, lengths and
   CRC made consistent, and the file's first 4 KiB as they are (a truncated file). Kept as they are without
   --checkpoint.
+- fuzz_npz: archives numpy writes (savez, savez_compressed, a write-only stream with data descriptors, every ZIP64
+  record with zipfile's ZIP64 limit lowered) after the flag byte 0, and single .npy entries (format 1.0, 2.0, 3.0)
+  after flag 1 (stored) or 2 (deflated). numpy comes from setup.sh's virtual environment (--numpy-python, default
+  $DDPM_TORCH_ENV/bin/python); without it these seeds are kept as they are.
 Only these files are (re)written: the other files of the corpus folders, the inputs of bugs the fuzzers found
 (named regression-*), are left as they are.
 """
@@ -153,6 +157,64 @@ int main(int argc, char** argv) {
             write("fuzz_image", "stb_" + name.replace(".", "_") + ".img", bytes([param]) + f.read())
 
 
+NPZ_SEEDS = r"""
+import io, os, sys, zipfile
+import numpy as np
+
+out = sys.argv[1]
+u8 = ((np.arange(96) * 7 + 3) % 256).astype(np.uint8).reshape(2, 4, 4, 3)
+mu = np.arange(4) / 3.0 - 0.5
+sigma = (np.arange(16) % 11).reshape(4, 4) / 7.0
+
+def save(name, flag, writer):
+    buffer = io.BytesIO()
+    writer(buffer)
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(bytes([flag]) + buffer.getvalue())
+
+class Sink:  # write-only: zipfile writes data descriptors
+    def __init__(self, f):
+        self.f = f
+    def read(self, n=-1):
+        raise io.UnsupportedOperation("write-only")
+    def write(self, b):
+        return self.f.write(b)
+    def flush(self):
+        pass
+
+def zip64(f):
+    limit = zipfile.ZIP64_LIMIT
+    zipfile.ZIP64_LIMIT = 0
+    try:
+        np.savez(f, arr_0=u8, mu=mu)
+    finally:
+        zipfile.ZIP64_LIMIT = limit
+
+save("savez_samples.npz", 0, lambda f: np.savez(f, u8))
+save("savez_fid_stats.npz", 0, lambda f: np.savez(f, mu=mu, sigma=sigma))
+save("savez_compressed.npz", 0, lambda f: np.savez_compressed(f, u8, mu=mu))
+save("savez_stream_descriptors.npz", 0, lambda f: np.savez_compressed(Sink(f), u8))
+save("savez_zip64_records.npz", 0, zip64)
+save("npy_v1_u8.npy", 1, lambda f: np.lib.format.write_array(f, u8[0, 0], version=(1, 0)))
+save("npy_v2_f4.npy", 1, lambda f: np.lib.format.write_array(f, mu.astype(np.float32), version=(2, 0)))
+save("npy_v3_f8_0d_deflated.npy", 2, lambda f: np.lib.format.write_array(f, np.float64(2.5), version=(3, 0)))
+save("npy_empty_deflated.npy", 2, lambda f: np.save(f, np.zeros((0, 3), np.float32)))
+save("npy_sigma_deflated.npy", 2, lambda f: np.save(f, sigma))
+"""
+
+
+def npz_seeds(python, work):
+    if not os.access(python, os.X_OK):
+        print("fuzz_npz: seeds kept as they are (no python with numpy at %s)" % python)
+        return
+    folder = os.path.join(work, "npz")
+    os.makedirs(folder)
+    subprocess.run([python, "-c", NPZ_SEEDS, folder], check=True)
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as f:
+            write("fuzz_npz", name, f.read())
+
+
 def checkpoint_seeds(path):
     with open(path, "rb") as f:
         data = f.read()
@@ -172,12 +234,18 @@ def checkpoint_seeds(path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="a real checkpoint file to take the checkpoint seeds from")
+    default_python = os.path.join(
+        os.environ.get("DDPM_TORCH_ENV") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ddpm",
+            "torch-" + os.environ.get("DDPM_TORCH_VERSION", "2.11.0")), "bin", "python")
+    parser.add_argument("--numpy-python", default=default_python, help="a python with numpy, for the npz seeds")
     args = parser.parse_args()
     config_seeds()
     idx_seeds()
     cifar_seeds()
     with tempfile.TemporaryDirectory() as work:
         image_seeds(work)
+        npz_seeds(args.numpy_python, work)
     if args.checkpoint:
         checkpoint_seeds(args.checkpoint)
     for target in sorted(os.listdir(CORPUS)):
