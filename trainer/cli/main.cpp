@@ -24,7 +24,10 @@
 #include "trainer/config/config.h"
 #include "trainer/eval/image_grid.h"
 #include "trainer/checkpoint/atomic_file.h"
+#include "trainer/diffusion/respace.h"
 #include "trainer/eval/inference.h"
+#include "trainer/monitoring/progress.h"
+#include "trainer/sampling/sample_job.h"
 #include "distributed/stop_signal.h"
 #include "trainer/loop/trainer.h"
 
@@ -122,43 +125,80 @@ int run_train(const ConfigArgs& args, const std::string& progress, bool sync_che
 }
 
 struct SampleArgs {
-  std::string checkpoint, output, individual_dir;
+  std::string checkpoint, output, png_dir, steps, sampler = "ancestral", progress = "auto";
   uint64_t seed = 0;
   int64_t count = 64;
+  int64_t batch = 0;
+  double eta = 0.0;
+  bool no_clip = false;
 };
 
-int run_sample(const ConfigArgs& args, const SampleArgs& sample) {
-  const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
-  check_writable(sample.output);
-  if (!sample.individual_dir.empty() && fs::exists(sample.individual_dir) && !fs::is_directory(sample.individual_dir)) {
-    throw std::runtime_error("--individual-dir " + sample.individual_dir + " exists and is not a directory");
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The diffusion to sample or evaluate with: the config's, respaced by --steps.
+ddpm::GaussianDiffusion respaced_diffusion(const ddpm::Config& config, const std::string& steps, const torch::Device& device) {
+  try {
+    return ddpm::respace(ddpm::make_diffusion(config), steps).to(device);
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error("--steps: " + std::string(e.what()));
   }
-  const torch::Device device = ddpm::select_device(config, 0);
-  ddpm::LoadedModel loaded =
-      ddpm::load_model(config, ddpm::resolve_checkpoint(config, sample.checkpoint), /*allow_fresh=*/false, device);
-  std::cout << "sampling " << sample.count << " images from " << loaded.source << " (seed " << sample.seed << ", "
-            << config.diffusion.timesteps << " steps)" << std::endl;
-  const ddpm::GaussianDiffusion diffusion = ddpm::make_diffusion(config).to(device);
-  // All images in one batch up to 256: sampling is T forward passes per batch, so fewer, larger batches win.
-  const int64_t batch = std::min<int64_t>(sample.count, 256);
-  const torch::Tensor images = ddpm::sample_images(loaded.model, diffusion, sample.count, sample.seed, batch, device,
-                                                      ddpm::sampler_options(config));
-  ddpm::write_png(sample.output, ddpm::make_grid(images));
-  std::cout << "wrote " << sample.output << std::endl;
-  if (!sample.individual_dir.empty()) {
-    fs::create_directories(sample.individual_dir);
-    for (int64_t i = 0; i < images.size(0); ++i) {
-      char name[32];
-      std::snprintf(name, sizeof(name), "%06lld.png", static_cast<long long>(i));
-      ddpm::write_png((fs::path(sample.individual_dir) / name).string(), images[i]);
+}
+
+int run_sample(const ConfigArgs& args, const SampleArgs& sample, bool eta_given, const ddpm::MpiContext& mpi) {
+  const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
+  if (!sample.output.empty() && mpi.rank() == 0) check_writable(sample.output);
+  ddpm::SampleJob job;
+  if (ends_with(sample.output, ".npz")) {
+    job.npz_output = sample.output;
+  } else if (ends_with(sample.output, ".png")) {
+    job.grid_output = sample.output;
+  } else if (!sample.output.empty()) {
+    throw std::runtime_error("--output " + sample.output + ": expected an .npz (all images) or a .png (a grid)");
+  }
+  job.png_dir = sample.png_dir;
+  job.num_images = sample.count;
+  job.seed = sample.seed;
+  // Up to 256 images a batch by default: sampling is T forward passes per batch, so fewer, larger batches win.
+  job.batch_size = sample.batch > 0 ? sample.batch : std::min<int64_t>(sample.count, 256);
+  job.steps = sample.steps;
+  job.progress = ddpm::parse_progress_mode(sample.progress);
+  job.sampler = ddpm::sampler_options(config);
+  job.sampler.kind = ddpm::parse_sampler_kind(sample.sampler);
+  job.sampler.eta = sample.eta;
+  job.sampler.clip_denoised = !sample.no_clip;
+  if (eta_given && job.sampler.kind != ddpm::SamplerKind::kDdim) {
+    throw std::runtime_error("--eta is DDIM's: add --sampler ddim (ancestral sampling has no eta)");
+  }
+  const torch::Device device = ddpm::select_device(config, mpi.local_rank());
+  // Rank 0 picks the file, so that every rank samples from the same weights even if training writes meanwhile.
+  const std::string checkpoint =
+      mpi.broadcast_string(mpi.rank() == 0 ? ddpm::resolve_checkpoint(config, sample.checkpoint) : std::string());
+  ddpm::LoadedModel loaded = ddpm::load_model(config, checkpoint, /*allow_fresh=*/false, device);
+  const ddpm::GaussianDiffusion diffusion = respaced_diffusion(config, sample.steps, device);
+  if (mpi.rank() == 0) std::cout << "model: " << loaded.source << std::endl;
+  const ddpm::SampleSource source{loaded.source, ddpm::weights_crc(loaded.model), device.is_cuda() ? "cuda" : "cpu"};
+  const ddpm::SampleJobResult result = ddpm::run_sample_job(job, source, loaded.model, diffusion, mpi, device);
+  if (result.stopped) {
+    if (mpi.rank() == 0) {
+      ddpm::print_line("ddpm: sampling stopped on " + ddpm::StopSignal::name() + ": " + std::to_string(result.shards_done) +
+                       " of " + std::to_string(result.shards) + " shards done, kept in " + result.work_dir.string() +
+                       "; the same command resumes there. No output written yet");
     }
-    std::cout << "wrote " << images.size(0) << " images to " << sample.individual_dir << std::endl;
+    return ddpm::kExitStopped;
+  }
+  if (mpi.rank() == 0) {
+    for (const std::string& path : {job.npz_output, job.grid_output}) {
+      if (!path.empty()) std::cout << "wrote " << path << std::endl;
+    }
+    if (!job.png_dir.empty()) std::cout << "wrote " << job.num_images << " images to " << job.png_dir << std::endl;
   }
   return 0;
 }
 
 struct EvalArgs {
-  std::string checkpoint, output;
+  std::string checkpoint, output, steps, progress = "auto";
   int64_t count = 0;
   bool no_clip = false;
 };
@@ -166,6 +206,7 @@ struct EvalArgs {
 int run_eval(const ConfigArgs& args, const EvalArgs& eval, const ddpm::MpiContext& mpi) {
   const ddpm::Config config = ddpm::load_config(args.path, args.overrides);
   if (mpi.rank() == 0) check_writable(eval.output);
+  const ddpm::ProgressMode progress_mode = ddpm::parse_progress_mode(eval.progress);
   const torch::Device device = ddpm::select_device(config, mpi.local_rank());
   // Rank 0 picks the file, so that every rank evaluates the same weights even if training writes meanwhile.
   const std::string checkpoint =
@@ -173,19 +214,32 @@ int run_eval(const ConfigArgs& args, const EvalArgs& eval, const ddpm::MpiContex
   ddpm::LoadedModel loaded = ddpm::load_model(config, checkpoint, /*allow_fresh=*/true, device);
   const ddpm::ImageDataset test = ddpm::load_dataset(ddpm::dataset_spec(config, ddpm::DataSplit::kTest));
   const int64_t count = eval.count > 0 ? std::min(eval.count, test.size()) : test.size();
+  const ddpm::GaussianDiffusion diffusion = respaced_diffusion(config, eval.steps, device);
   if (mpi.rank() == 0) {
-    std::cout << "evaluating the full bound (" << config.diffusion.timesteps << " terms per image) of " << loaded.source
-              << " on " << count << " test images of " << test.source << ", " << mpi.world_size() << " rank(s)" << std::endl;
+    std::cout << "evaluating the full bound (" << diffusion.num_timesteps() << " terms per image"
+              << (diffusion.respaced() ? ", respaced from " + std::to_string(diffusion.original_num_timesteps()) : "")
+              << ") of " << loaded.source << " on " << count << " test images of " << test.source << ", "
+              << mpi.world_size() << " rank(s)" << std::endl;
   }
   const torch::Tensor images = ddpm::pixels_to_model_range(test.images.slice(0, 0, count));
-  const ddpm::GaussianDiffusion diffusion = ddpm::make_diffusion(config).to(device);
+  // Rank 0 draws the line from its own share (images 0, W, 2W, ...): the ranks' shares differ by one image at most.
+  const int64_t own = (count + mpi.world_size() - 1) / mpi.world_size();
+  std::optional<ddpm::TaskProgress> progress;
+  if (mpi.rank() == 0) progress.emplace(progress_mode, "evaluating", static_cast<double>(count), "images");
+  const auto on_progress = [&](double done) {
+    if (progress) progress->update(done * static_cast<double>(count) / static_cast<double>(own));
+  };
+  if (progress) progress->update(0.0);
   const ddpm::BoundReport report = ddpm::evaluate_bound(loaded.model, diffusion, images, config.train.batch_size,
-                                                        !eval.no_clip, config.run.seed, mpi, device);
+                                                        !eval.no_clip, config.run.seed, mpi, device,
+                                                        "the bound evaluation", on_progress);
+  if (progress) progress->finish();
   if (mpi.rank() == 0) {
-    ddpm::write_text_atomically(eval.output, ddpm::bound_report_json(report, loaded.source, config));
-    std::printf("bits/dim %.4f = L_T %.2e + sum L_{t-1} %.4f + L_0 %.4f   eps-MSE %.4f   (%lld images)\nwrote %s\n",
+    ddpm::write_text_atomically(eval.output, ddpm::bound_report_json(report, loaded.source, diffusion, eval.steps));
+    std::printf("bits/dim %.4f = L_T %.2e + sum L_{t-1} %.4f + L_0 %.4f   eps-MSE %.4f   (%lld images, %lld steps)\nwrote %s\n",
                 report.total_bpd, report.prior_bpd, report.vb_sum_bpd, report.decoder_bpd, report.mse,
-                static_cast<long long>(report.images), eval.output.c_str());
+                static_cast<long long>(report.images), static_cast<long long>(diffusion.num_timesteps()),
+                eval.output.c_str());
   }
   return 0;
 }
@@ -250,13 +304,29 @@ int main(int argc, char** argv) {
 
   ConfigArgs sample_args;
   SampleArgs sample;
-  CLI::App* sample_cmd = app.add_subcommand("sample", "Ancestral sampling from the EMA weights into a PNG grid");
+  CLI::App* sample_cmd = app.add_subcommand(
+      "sample", "Sample from the EMA weights (ancestral or DDIM, all or respaced steps) into an .npz, PNGs or a grid");
   add_config_options(*sample_cmd, sample_args);
   sample_cmd->add_option("--checkpoint", sample.checkpoint, "Checkpoint file (default: newest in run.dir)");
-  sample_cmd->add_option("--seed", sample.seed, "Sampling seed (the same seed gives the same grid)")->check(at_least(0));
+  sample_cmd->add_option("--seed", sample.seed, "Sampling seed: image i depends on (seed, i) only")->check(at_least(0));
   sample_cmd->add_option("--num-images", sample.count, "Number of images")->check(at_least(1));
-  sample_cmd->add_option("--output", sample.output, "PNG grid to write")->required();
-  sample_cmd->add_option("--individual-dir", sample.individual_dir, "Also write each image as a PNG into this folder");
+  sample_cmd->add_option("--output", sample.output,
+                         "samples.npz (arr_0, uint8 NxHxWxC, as guided-diffusion's evaluator reads) or grid.png");
+  sample_cmd->add_option("--png-dir,--individual-dir", sample.png_dir, "Also write each image as DIR/<index>.png");
+  sample_cmd->add_option("--sampler", sample.sampler, "ancestral (Algorithm 2) or ddim (Song et al. 2021)")
+      ->check(CLI::IsMember({"ancestral", "ddim"}));
+  sample_cmd->add_option("--steps", sample.steps,
+                         "Respacing: N (evenly strided), N,N,... (sections), ddimN (DDIM's integer stride); default all T");
+  CLI::Option* eta_option =
+      sample_cmd->add_option("--eta", sample.eta, "DDIM's eta: 0 deterministic (default), 1 ancestral-like")
+          ->check(CLI::Range(0.0, 1e6));
+  sample_cmd->add_option("--batch-size", sample.batch, "Images per batch (default: min(num-images, 256))")->check(at_least(1));
+  sample_cmd->add_flag("--no-clip", sample.no_clip, "Do not clip the x_0 prediction to [-1, 1] in each step");
+  sample_cmd->add_option("--progress", sample.progress, "auto (bar on a terminal), bar, or plain lines")
+      ->check(CLI::IsMember({"auto", "bar", "plain"}));
+  sample_cmd->callback([&] {
+    if (sample.output.empty() && sample.png_dir.empty()) throw CLI::RequiredError("--output or --png-dir");
+  });
 
   ConfigArgs eval_args;
   EvalArgs eval;
@@ -266,6 +336,9 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--num-images", eval.count, "Limit on the number of test images (0: all)")->check(at_least(0));
   eval_cmd->add_option("--output", eval.output, "JSON report to write")->required();
   eval_cmd->add_flag("--no-clip", eval.no_clip, "Do not clip the x_0 prediction to [-1, 1] before the posterior mean");
+  eval_cmd->add_option("--steps", eval.steps, "The bound of the respaced process (as ddpm sample --steps); default all T");
+  eval_cmd->add_option("--progress", eval.progress, "auto (bar on a terminal), bar, or plain lines")
+      ->check(CLI::IsMember({"auto", "bar", "plain"}));
 
   ConfigArgs bench_args;
   BenchArgs bench;
@@ -282,6 +355,7 @@ int main(int argc, char** argv) {
                         "Then profile this many steps (and sampling steps): busy time, kernels/operators by self time")
       ->check(at_least(0));
   bench_cmd->add_option("--trace", bench.options.trace, "With --profile-steps: write the training steps' trace here (Chrome format)");
+
 
   // CLI11 only says "A subcommand is required" for a mistyped one: name it.
   const auto is_subcommand = [&app](const std::string& name) {
@@ -314,7 +388,7 @@ int main(int argc, char** argv) {
     std::optional<ddpm::StopSignal> stop_signal;
     if (!bench_cmd->parsed()) stop_signal.emplace();
     if (train_cmd->parsed()) return run_train(train_args, progress, sync_check, *mpi);
-    if (sample_cmd->parsed()) return run_sample(sample_args, sample);
+    if (sample_cmd->parsed()) return run_sample(sample_args, sample, eta_option->count() > 0, *mpi);
     if (eval_cmd->parsed()) return run_eval(eval_args, eval, *mpi);
     if (bench_cmd->parsed()) return run_bench(bench_args, bench, *mpi);
   } catch (const ddpm::StopRequested& stopped) {

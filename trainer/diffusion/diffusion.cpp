@@ -22,9 +22,21 @@ torch::Tensor to_table(const std::vector<double>& values) {
 
 }  // namespace
 
-GaussianDiffusion::GaussianDiffusion(const std::vector<double>& betas, ModelVariance model_variance)
-    : num_timesteps_(static_cast<int64_t>(betas.size())), model_variance_(model_variance) {
+GaussianDiffusion::GaussianDiffusion(const std::vector<double>& betas, ModelVariance model_variance,
+                                     const std::vector<int64_t>& timestep_map, int64_t original_num_timesteps)
+    : num_timesteps_(static_cast<int64_t>(betas.size())),
+      original_num_timesteps_(original_num_timesteps > 0 ? original_num_timesteps : static_cast<int64_t>(betas.size())),
+      model_variance_(model_variance) {
   if (num_timesteps_ < 2) throw std::invalid_argument("GaussianDiffusion needs at least 2 steps");
+  if (!timestep_map.empty() && timestep_map.size() != betas.size()) {
+    throw std::invalid_argument("GaussianDiffusion: a timestep map of " + std::to_string(timestep_map.size()) +
+                                " entries for " + std::to_string(betas.size()) + " steps");
+  }
+  std::vector<int64_t> map = timestep_map;
+  if (map.empty()) {
+    for (int64_t t = 0; t < num_timesteps_; ++t) map.push_back(t);
+  }
+  timestep_map_ = torch::tensor(map, torch::TensorOptions().dtype(torch::kLong));
   for (size_t i = 0; i < betas.size(); ++i) {
     if (!(betas[i] > 0.0 && betas[i] < 1.0)) {
       throw std::invalid_argument("beta at index " + std::to_string(i) + " is " + std::to_string(betas[i]) +
@@ -91,7 +103,7 @@ GaussianDiffusion::GaussianDiffusion(const std::vector<double>& betas, ModelVari
 GaussianDiffusion GaussianDiffusion::to(const torch::Device& device) const {
   GaussianDiffusion moved = *this;
   for (torch::Tensor* table :
-       {&moved.betas_, &moved.alphas_cumprod_, &moved.alphas_cumprod_prev_, &moved.sqrt_alphas_cumprod_,
+       {&moved.timestep_map_, &moved.betas_, &moved.alphas_cumprod_, &moved.alphas_cumprod_prev_, &moved.sqrt_alphas_cumprod_,
         &moved.sqrt_one_minus_alphas_cumprod_, &moved.log_one_minus_alphas_cumprod_, &moved.sqrt_recip_alphas_cumprod_, &moved.sqrt_recipm1_alphas_cumprod_,
         &moved.posterior_variance_, &moved.posterior_log_variance_clipped_, &moved.posterior_mean_coef1_,
         &moved.posterior_mean_coef2_, &moved.model_variance_table_, &moved.model_log_variance_table_}) {
@@ -155,6 +167,52 @@ torch::Tensor GaussianDiffusion::p_sample(const torch::Tensor& eps, const torch:
   return step.mean + nonzero_mask * torch::exp(0.5 * step.log_variance) * noise;
 }
 
+torch::Tensor GaussianDiffusion::model_timesteps(const torch::Tensor& t) const {
+  if (!respaced()) return t;
+  return timestep_map_.index_select(0, t.to(timestep_map_.device(), torch::kLong)).to(t.device());
+}
+
+torch::Tensor GaussianDiffusion::predict_eps_from_x0(const torch::Tensor& x_t, const torch::Tensor& t,
+                                                     const torch::Tensor& x0) const {
+  return (extract(sqrt_recip_alphas_cumprod_, t, x_t) * x_t - x0) / extract(sqrt_recipm1_alphas_cumprod_, t, x_t);
+}
+
+GaussianDiffusion::DdimTables GaussianDiffusion::ddim_tables(double eta) const {
+  if (!(eta >= 0.0 && std::isfinite(eta))) throw std::invalid_argument("DDIM's eta must be >= 0, got " + std::to_string(eta));
+  const torch::Tensor ac = alphas_cumprod_.cpu().contiguous();
+  const torch::Tensor ac_prev = alphas_cumprod_prev_.cpu().contiguous();
+  std::vector<double> sigma(static_cast<size_t>(num_timesteps_)), x0_coef(static_cast<size_t>(num_timesteps_)),
+      direction(static_cast<size_t>(num_timesteps_));
+  for (int64_t i = 0; i < num_timesteps_; ++i) {
+    const double a = ac.data_ptr<double>()[i];
+    const double a_prev = ac_prev.data_ptr<double>()[i];
+    const double s = eta * std::sqrt((1.0 - a_prev) / (1.0 - a)) * std::sqrt(1.0 - a / a_prev);  // eq. 16
+    sigma[static_cast<size_t>(i)] = s;
+    x0_coef[static_cast<size_t>(i)] = std::sqrt(a_prev);
+    direction[static_cast<size_t>(i)] = std::sqrt(std::max(1.0 - a_prev - s * s, 0.0));  // eq. 12, "direction to x_t"
+  }
+  const torch::Device device = betas_.device();
+  return {eta, to_table(sigma).to(device), to_table(x0_coef).to(device), to_table(direction).to(device)};
+}
+
+torch::Tensor GaussianDiffusion::ddim_sample(const DdimTables& tables, const torch::Tensor& eps, const torch::Tensor& x_t,
+                                             const torch::Tensor& t, const torch::Tensor& noise, bool clip_denoised) const {
+  TORCH_CHECK(eps.sizes() == x_t.sizes(), "the model's ε has shape ", eps.sizes(), ", expected ", x_t.sizes());
+  torch::Tensor pred_x0 = predict_x0_from_eps(x_t, t, eps);
+  torch::Tensor pred_eps = eps;
+  if (clip_denoised) {
+    pred_x0 = pred_x0.clamp(-1.0, 1.0);
+    pred_eps = predict_eps_from_x0(x_t, t, pred_x0);
+  }
+  const torch::Tensor mean = extract(tables.x0_coef, t, x_t) * pred_x0 +
+                             extract(tables.direction_coef, t, x_t) * pred_eps;  // eq. 12
+  if (tables.eta == 0.0) return mean;
+  std::vector<int64_t> shape(static_cast<size_t>(x_t.dim()), 1);
+  shape[0] = x_t.size(0);
+  const torch::Tensor nonzero_mask = (t != 0).to(x_t.scalar_type()).view(shape);
+  return mean + nonzero_mask * extract(tables.sigma, t, x_t) * noise;
+}
+
 torch::Tensor GaussianDiffusion::prior_bpd(const torch::Tensor& x0) const {
   const torch::Tensor t_last =
       torch::full({x0.size(0)}, num_timesteps_ - 1, torch::TensorOptions().dtype(torch::kLong).device(x0.device()));
@@ -193,7 +251,7 @@ BoundTerms GaussianDiffusion::calc_bpd_loop(const EpsModel& model, const torch::
     const torch::Tensor t = torch::full({batch}, index, options.dtype(torch::kLong));
     const torch::Tensor noise = torch::randn(x0.sizes(), generator, options);
     const torch::Tensor x_t = q_sample(x0, t, noise);
-    const torch::Tensor eps = model(x_t, t);
+    const torch::Tensor eps = model(x_t, model_timesteps(t));
     const ReverseStep p = p_mean_variance(eps, x_t, t, clip_denoised);
     vb.select(1, index).copy_(vb_terms_bpd(p, x0, x_t, t));
     xstart_mse.select(1, index).copy_(mean_flat((p.pred_x0 - x0).pow(2)));

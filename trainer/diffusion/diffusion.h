@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "trainer/diffusion/schedule.h"
+#include <string>
 
 namespace ddpm {
 
@@ -45,9 +46,19 @@ struct BoundTerms {
 
 class GaussianDiffusion {
  public:
-  GaussianDiffusion(const std::vector<double>& betas, ModelVariance model_variance);
+  // timestep_map: the model's time input for each index (empty: the index itself); original_num_timesteps: the T
+  // of the process the model was trained on (0: this one's). Both differ from the defaults only when respaced
+  // (respace.h).
+  GaussianDiffusion(const std::vector<double>& betas, ModelVariance model_variance,
+                    const std::vector<int64_t>& timestep_map = {}, int64_t original_num_timesteps = 0);
 
   int64_t num_timesteps() const { return num_timesteps_; }
+  int64_t original_num_timesteps() const { return original_num_timesteps_; }
+  bool respaced() const { return original_num_timesteps_ != num_timesteps_; }
+  // int64 [T]: the timestep the model was trained with for each index of this process.
+  const torch::Tensor& timestep_map() const { return timestep_map_; }
+  // t mapped through timestep_map, on t's device: what the model is called with.
+  torch::Tensor model_timesteps(const torch::Tensor& t) const;
   ModelVariance model_variance() const { return model_variance_; }
 
   // A copy whose tables live on `device` (still float64), so gathers need no host-device copy.
@@ -79,6 +90,24 @@ class GaussianDiffusion {
   torch::Tensor p_sample(const torch::Tensor& eps, const torch::Tensor& x_t, const torch::Tensor& t,
                          const torch::Tensor& noise, bool clip_denoised) const;
 
+  // DDIM's coefficients for a given η (Song et al. 2021, eq. 12 and eq. 16), float64 tables of length T:
+  //   σ_t(η) = η √((1 − ᾱ_{t−1}) / (1 − ᾱ_t)) √(1 − ᾱ_t / ᾱ_{t−1}),   and   √(1 − ᾱ_{t−1} − σ_t²).
+  // η = 0 is the deterministic DDIM; η = 1 makes σ_t² = β̃_t, the ancestral step with fixed_small variance.
+  struct DdimTables {
+    double eta = 0.0;
+    torch::Tensor sigma;           // σ_t(η)
+    torch::Tensor x0_coef;         // √ᾱ_{t−1}
+    torch::Tensor direction_coef;  // √(1 − ᾱ_{t−1} − σ_t²)
+  };
+  DdimTables ddim_tables(double eta) const;
+  // One DDIM step, eq. 12: x_{t−1} = √ᾱ_{t−1} x̂_0 + √(1 − ᾱ_{t−1} − σ_t²) ε̂ + σ_t z (no noise at index 0). With
+  // clip_denoised, x̂_0 is clipped to [-1, 1] and ε̂ is re-derived from the clipped x̂_0, as improved-diffusion
+  // (and guided-diffusion) do; diffusers' DDIMScheduler does so with use_clipped_model_output=True.
+  torch::Tensor ddim_sample(const DdimTables& tables, const torch::Tensor& eps, const torch::Tensor& x_t,
+                            const torch::Tensor& t, const torch::Tensor& noise, bool clip_denoised) const;
+  // ε = (x_t/√ᾱ_t − x_0) / √(1/ᾱ_t − 1), eq. 4 solved for ε.
+  torch::Tensor predict_eps_from_x0(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& x0) const;
+
   // L_T in bits/dim, per example.
   torch::Tensor prior_bpd(const torch::Tensor& x0) const;
   // L_{t-1} = KL(q(x_{t-1}|x_t,x_0) ‖ p_θ(x_{t-1}|x_t)) for index t ≥ 1 and L_0 = -log p_θ(x_0|x_1) for index 0,
@@ -102,6 +131,8 @@ class GaussianDiffusion {
   GaussianDiffusion() = default;
 
   int64_t num_timesteps_ = 0;
+  int64_t original_num_timesteps_ = 0;
+  torch::Tensor timestep_map_;
   ModelVariance model_variance_ = ModelVariance::kFixedLarge;
   torch::Tensor betas_;
   torch::Tensor alphas_cumprod_;

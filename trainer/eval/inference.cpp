@@ -6,16 +6,11 @@
 #include <iostream>
 #include <stdexcept>
 
-#include "data/pixels.h"
-#include "data/splitmix64.h"
-#include "trainer/model/autocast.h"
 #include "distributed/console.h"
 #include "distributed/stop_signal.h"
 #include "trainer/config/builders.h"
 #include "trainer/checkpoint/checkpoint.h"
 #include "trainer/optim/ema.h"
-#include "trainer/diffusion/keyed_noise.h"
-#include "trainer/model/step_graph.h"
 
 namespace ddpm {
 namespace fs = std::filesystem;
@@ -65,62 +60,6 @@ LoadedModel load_model(const Config& config, const std::string& checkpoint_path,
   return loaded;
 }
 
-torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int64_t count, uint64_t seed,
-                            int64_t batch_size, const torch::Device& device, const SamplerOptions& options) {
-  torch::NoGradGuard no_grad;
-  model->eval();
-  const UNetOptions& o = model->options();
-  const std::vector<int64_t> item = {o.in_channels, o.image_size, o.image_size};
-  const int64_t T = diffusion.num_timesteps();
-  // All noise is keyed by (seed, step, image number) and drawn on the device: image i is the same whatever the
-  // batch size or device, and no noise is made on the host and copied over at each of the T steps.
-  const uint64_t noise_key = hash_combine(seed, 0x5a4d504c45ULL);
-  std::vector<torch::Tensor> chunks;
-  for (int64_t start = 0; start < count; start += batch_size) {
-    const int64_t n = std::min(batch_size, count - start);
-    const auto on_device = torch::TensorOptions().dtype(torch::kLong).device(device);
-    const torch::Tensor numbers = torch::arange(start, start + n, on_device);
-    // One denoising step, in place, reading the timestep from device tensors that are refilled before each step:
-    // so that a CUDA graph can capture it once and replay it T times.
-    const torch::Tensor x = keyed_normal(hash_combine(noise_key, static_cast<uint64_t>(T)), numbers, item,
-                                         torch::kFloat32);  // x_T ~ N(0, I)
-    const torch::Tensor index = torch::zeros({}, on_device);
-    const torch::Tensor t = torch::zeros({n}, on_device);
-    const auto denoise = [&] {
-      torch::Tensor eps;
-      {
-        const AutocastScope autocast(device, options.bf16);
-        eps = model->forward(options.channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x, t);
-      }
-      const torch::Tensor z = keyed_normal(hash_combine_on_device(noise_key, index), numbers, item, torch::kFloat32);
-      x.copy_(diffusion.p_sample(eps.to(torch::kFloat32), x, t, z, options.clip_denoised));  // Algorithm 2, line 4
-    };
-    // Only on GPUs: a config trained with graphs still samples on a CPU.
-    const std::unique_ptr<StepGraph> graph =
-        options.cuda_graph && device.is_cuda() ? std::make_unique<StepGraph>(device) : nullptr;
-    for (int64_t i = T - 1; i >= 0; --i) {
-      StopSignal::throw_if_requested("sampling");  // T model calls per batch: a stop waits for one at most
-      index.fill_(i);
-      t.fill_(i);
-      if (graph) {
-        graph->run(denoise);
-      } else {
-        denoise();
-      }
-    }
-    chunks.push_back(model_range_to_pixels(x).cpu());
-  }
-  return torch::cat(chunks);
-}
-
-SamplerOptions sampler_options(const Config& config) {
-  SamplerOptions options;
-  options.bf16 = config.train.precision == Precision::kBf16;
-  options.channels_last = config.train.channels_last;
-  options.cuda_graph = config.train.cuda_graph;
-  return options;
-}
-
 namespace {
 
 // Sums over one rank's images, in the layout of evaluate_bound's `sums`.
@@ -153,7 +92,8 @@ void add_bound_sums(const torch::Tensor& mine, const EpsModel& eps_model, const 
 
 BoundReport evaluate_bound(UNet& model, const GaussianDiffusion& diffusion, const torch::Tensor& images,
                            int64_t batch_size, bool clip_denoised, uint64_t seed, const MpiContext& mpi,
-                           const torch::Device& device, const std::string& what) {
+                           const torch::Device& device, const std::string& what,
+                           const std::function<void(double images_done)>& progress) {
   torch::NoGradGuard no_grad;
   model->eval();
   const int64_t T = diffusion.num_timesteps();
@@ -161,9 +101,13 @@ BoundReport evaluate_bound(UNet& model, const GaussianDiffusion& diffusion, cons
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed * 1000003ULL + static_cast<uint64_t>(mpi.rank()));
   // [total, prior, decoder, vb sum, mse, count, per-t bpd (T), per-t mse (T), ranks stopped].
   std::vector<double> sums(static_cast<size_t>(7 + 2 * T), 0.0);
+  double images_done = 0.0;
   const EpsModel eps_model = [&](const torch::Tensor& x_t, const torch::Tensor& t) {
     StopSignal::throw_if_requested(what);  // T model calls per batch take minutes: a stop waits for one at most
-    return model->forward(x_t, t);
+    torch::Tensor eps = model->forward(x_t, t);
+    images_done += static_cast<double>(x_t.size(0)) / static_cast<double>(T);
+    if (progress) progress(images_done);
+    return eps;
   };
   try {
     add_bound_sums(mine, eps_model, diffusion, batch_size, clip_denoised, generator, device, sums);
@@ -189,11 +133,18 @@ BoundReport evaluate_bound(UNet& model, const GaussianDiffusion& diffusion, cons
   return report;
 }
 
-std::string bound_report_json(const BoundReport& report, const std::string& model_source, const Config& config) {
+std::string bound_report_json(const BoundReport& report, const std::string& model_source,
+                              const GaussianDiffusion& diffusion, const std::string& steps) {
   nlohmann::json out;
   out["model"] = model_source;
   out["images"] = report.images;
-  out["timesteps"] = config.diffusion.timesteps;
+  out["timesteps"] = diffusion.num_timesteps();  // the terms of the bound: T, or the respaced count
+  out["trained_timesteps"] = diffusion.original_num_timesteps();
+  out["steps"] = steps.empty() ? "all" : steps;
+  if (diffusion.respaced()) {
+    const torch::Tensor map = diffusion.timestep_map().cpu();
+    out["kept_timesteps"] = std::vector<int64_t>(map.data_ptr<int64_t>(), map.data_ptr<int64_t>() + map.numel());
+  }
   out["total_bpd"] = report.total_bpd;
   out["prior_bpd"] = report.prior_bpd;              // L_T
   out["decoder_bpd"] = report.decoder_bpd;          // L_0

@@ -1,14 +1,16 @@
-// Sampling and evaluation from a trained (or fresh) model: which weights to use, ancestral sampling
-// (Algorithm 2), and the full variational bound on held-out images in bits/dim.
+// Using a trained (or fresh) model: which weights to use, and the full variational bound on held-out images in
+// bits/dim (sampling is sampler.h).
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "distributed/mpi_context.h"
 #include "trainer/config/config.h"
 #include "trainer/diffusion/diffusion.h"
+#include "trainer/eval/sampler.h"
 #include "trainer/model/unet.h"
 
 namespace ddpm {
@@ -28,21 +30,6 @@ std::string resolve_checkpoint(const Config& config, const std::string& requeste
 LoadedModel load_model(const Config& config, const std::string& checkpoint_path, bool allow_fresh,
                        const torch::Device& device);
 
-struct SamplerOptions {
-  bool bf16 = false;           // the model under bf16 autocast
-  bool channels_last = false;  // NHWC inputs
-  bool clip_denoised = true;   // x̂_0 clipped to [-1, 1] in each step's posterior mean
-  bool cuda_graph = false;     // each denoising step replayed from a CUDA graph (on GPUs; ignored on CPUs)
-};
-// The training config's speed options (train.precision, train.channels_last, train.cuda_graph) for sampling.
-SamplerOptions sampler_options(const Config& config);
-
-// Ancestral sampling from x_T ~ N(0, I) through all T steps (eq. 11 with the configured variance); returns
-// uint8 [N, C, H, W]. Image i depends on (seed, i) alone: the same seed gives the same images whatever the batch.
-// A stop request (StopSignal) throws StopRequested within one model call.
-torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int64_t count, uint64_t seed,
-                            int64_t batch_size, const torch::Device& device, const SamplerOptions& options = {});
-
 struct BoundReport {
   int64_t images = 0;
   double total_bpd = 0, prior_bpd = 0, decoder_bpd = 0, vb_sum_bpd = 0, mse = 0;
@@ -55,8 +42,11 @@ struct BoundReport {
 // model call of that rank: every rank then throws StopRequested(what), together.
 BoundReport evaluate_bound(UNet& model, const GaussianDiffusion& diffusion, const torch::Tensor& images,
                            int64_t batch_size, bool clip_denoised, uint64_t seed, const MpiContext& mpi,
-                           const torch::Device& device, const std::string& what = "the bound evaluation");
+                           const torch::Device& device, const std::string& what = "the bound evaluation",
+                           const std::function<void(double images_done)>& progress = {});
 
-std::string bound_report_json(const BoundReport& report, const std::string& model_source, const Config& config);
+// `diffusion`: the process evaluated (respaced or not); `steps`: its respacing spec ("" for all T).
+std::string bound_report_json(const BoundReport& report, const std::string& model_source,
+                              const GaussianDiffusion& diffusion, const std::string& steps);
 
 }  // namespace ddpm

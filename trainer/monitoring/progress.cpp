@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <stdexcept>
+#include <utility>
 
 namespace ddpm {
 namespace {
@@ -93,6 +94,71 @@ void Progress::report(const StepReport& r) {
 
 void Progress::finish() {
   if (open_line_) std::cout << std::endl;
+  open_line_ = false;
+}
+
+TaskProgress::TaskProgress(ProgressMode mode, std::string what, double total, std::string unit,
+                           double plain_interval_seconds)
+    : bar_(mode == ProgressMode::kBar || (mode == ProgressMode::kAuto && terminal_width() > 0)),
+      silent_(mode == ProgressMode::kSilent),
+      what_(std::move(what)),
+      total_(total),
+      unit_(std::move(unit)),
+      plain_interval_(plain_interval_seconds) {}
+
+TaskProgress::~TaskProgress() {
+  if (open_line_) std::cout << std::endl;
+}
+
+std::string TaskProgress::line(double done) const {
+  const double seconds = std::chrono::duration<double>(Clock::now() - first_time_).count();
+  const double rate = seconds > 0 ? (done - first_done_) / seconds : 0.0;
+  const double eta = rate > 0 ? (total_ - done) / rate : std::nan("");
+  // Whole counts when the count is whole (images done), one decimal while a batch is under way.
+  const bool whole = std::fabs(done - std::round(done)) < 1e-9;
+  char text[256];
+  std::snprintf(text, sizeof(text), "%s %.*f/%.0f %s  %.2f %s/s  %s %s", what_.c_str(), whole ? 0 : 1, done, total_,
+                unit_.c_str(), rate, unit_.c_str(), done >= total_ ? "took" : "ETA",
+                format_duration(done >= total_ ? seconds : eta).c_str());
+  return text;
+}
+
+void TaskProgress::update(double done) {
+  if (silent_ || finished_) return;
+  const Clock::time_point now = Clock::now();
+  if (!started_) {
+    started_ = true;
+    first_done_ = last_done_ = done;
+    first_time_ = last_draw_ = now;
+    return;  // no rate yet
+  }
+  last_done_ = done;
+  const double since_draw = std::chrono::duration<double>(now - last_draw_).count();
+  if (since_draw < (bar_ ? 0.2 : plain_interval_)) return;
+  last_draw_ = now;
+  if (bar_) {
+    const int width = 24;
+    const int filled = total_ > 0 ? static_cast<int>(width * std::min(done / total_, 1.0)) : width;
+    std::string bar(static_cast<size_t>(filled), '#');
+    bar.resize(width, '.');
+    const std::string text = line(done);
+    const size_t space = text.find(' ');
+    std::cout << "\r" << text.substr(0, space) << " [" << bar << "]" << text.substr(space) << "\033[K" << std::flush;
+    open_line_ = true;
+  } else {
+    std::cout << line(done) << std::endl;
+  }
+}
+
+void TaskProgress::finish() {
+  if (silent_ || finished_) return;
+  finished_ = true;
+  if (!started_) return;  // nothing was done here: the caller says what it found
+  if (bar_) {
+    std::cout << "\r" << line(last_done_) << "\033[K" << std::endl;
+  } else {
+    std::cout << line(last_done_) << std::endl;
+  }
   open_line_ = false;
 }
 

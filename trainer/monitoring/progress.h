@@ -42,6 +42,40 @@ class Progress {
   bool open_line_ = false;
 };
 
+// The progress of a long count-based command (sampling, evaluation, FID statistics) on rank 0:
+//   "sampling [########................] 1536/50000 images  41.2 images/s  ETA 19m36s"
+// redrawn at most 5 times a second on a terminal; otherwise (a log file, a batch job) one plain line every
+// plain_interval_seconds and one at the end. The rate is the average since the first update, counted from the
+// amount done then (a resumed job does not count the work it found done).
+class TaskProgress {
+ public:
+  TaskProgress(ProgressMode mode, std::string what, double total, std::string unit, double plain_interval_seconds = 10.0);
+  ~TaskProgress();
+  TaskProgress(const TaskProgress&) = delete;
+  TaskProgress& operator=(const TaskProgress&) = delete;
+  void update(double done);
+  // The last line, drawn whatever the rate limit (and the bar's line closed).
+  void finish();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  std::string line(double done) const;
+
+  bool bar_;
+  bool silent_;
+  std::string what_;
+  double total_;
+  std::string unit_;
+  double plain_interval_;
+  bool started_ = false;
+  bool open_line_ = false;
+  bool finished_ = false;
+  double first_done_ = 0.0;
+  double last_done_ = 0.0;
+  Clock::time_point first_time_;
+  Clock::time_point last_draw_;
+};
+
 // Smoothed throughput and time left, from step times fed as they come.
 class Throughput {
  public:
