@@ -9,7 +9,7 @@
 #   DDPM_CMAKE_ARGS   extra CMake arguments, e.g. "-DDDPM_CUDA=OFF"
 #   DDPM_SKIP_APT=1   do not touch system packages (no root, or they are known to be there)
 #   DDPM_BUILD_FUZZ=1 also build the libFuzzer targets (clang, build-fuzz/; the ctest fuzz_short builds them anyway)
-# The pinned versions (DDPM_TORCH_VERSION, DDPM_DIFFUSERS_VERSION) come from launch/env.sh.
+# The pinned versions (DDPM_TORCH_VERSION, DDPM_DIFFUSERS_VERSION, the FID tools') come from launch/env.sh.
 set -euo pipefail
 
 readonly REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -77,6 +77,26 @@ install_diffusers() {
   "$TORCH_ENV/bin/pip" install -q "diffusers==$version" || log "warning: diffusers not installed"
 }
 
+# pytorch-fid, scipy and torchvision for launch/fid/export_inception.py and the FID tests (tests/fid compare ddpm's
+# statistics and distance with theirs; pinned in env.sh). torch is passed as a constraint so that pip never replaces
+# the pinned wheel. Optional: a failure only warns (the tests that need them then skip).
+install_fid_tools() {
+  [[ -n "${Torch_DIR:-}" ]] && return 0
+  local site
+  site=$(ls -d "$TORCH_ENV"/lib/python3*/site-packages 2>/dev/null | head -n 1 || true)
+  if [[ -n "$site" && -d "$site/pytorch_fid-$DDPM_PYTORCH_FID_VERSION.dist-info" && -d "$site/scipy-$DDPM_SCIPY_VERSION.dist-info" &&
+        -d "$site/torchvision-$DDPM_TORCHVISION_VERSION.dist-info" ]]; then
+    return 0
+  fi
+  log "installing pytorch-fid==$DDPM_PYTORCH_FID_VERSION, scipy==$DDPM_SCIPY_VERSION, torchvision==$DDPM_TORCHVISION_VERSION into $TORCH_ENV (for FID)"
+  local constraints
+  constraints="$(mktemp)"
+  echo "torch==$TORCH_VERSION" >"$constraints"
+  "$TORCH_ENV/bin/pip" install -q -c "$constraints" "pytorch-fid==$DDPM_PYTORCH_FID_VERSION" \
+    "scipy==$DDPM_SCIPY_VERSION" "torchvision==$DDPM_TORCHVISION_VERSION" || log "warning: the FID tools (pytorch-fid, scipy, torchvision) not installed"
+  rm -f "$constraints"
+}
+
 configure_and_build() {
   if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
     local prefix_args=()
@@ -103,6 +123,7 @@ build_fuzz_targets() {
 install_apt_packages
 install_torch
 install_diffusers
+install_fid_tools
 configure_and_build
 build_fuzz_targets
 log "ready: $BUILD_DIR/ddpm"

@@ -30,6 +30,7 @@
 #include "trainer/sampling/sample_job.h"
 #include "distributed/stop_signal.h"
 #include "trainer/loop/trainer.h"
+#include "trainer/cli/fid_command.h"
 
 namespace {
 
@@ -356,6 +357,8 @@ int main(int argc, char** argv) {
       ->check(at_least(0));
   bench_cmd->add_option("--trace", bench.options.trace, "With --profile-steps: write the training steps' trace here (Chrome format)");
 
+  ddpm::FidArgs fid_args;
+  CLI::App* fid_cmd = ddpm::add_fid_command(app, fid_args);
 
   // CLI11 only says "A subcommand is required" for a mistyped one: name it.
   const auto is_subcommand = [&app](const std::string& name) {
@@ -366,7 +369,7 @@ int main(int argc, char** argv) {
   };
   if (argc > 1 && argv[1][0] != '-' && !is_subcommand(argv[1])) {
     ddpm::print_line("ddpm: error: unknown subcommand '" + std::string(argv[1]) +
-                     "' (expected config, train, sample, eval or bench; see ddpm --help)");
+                     "' (expected config, train, sample, eval, bench or fid; see ddpm --help)");
     return kExitError;
   }
   CLI11_PARSE(app, argc, argv);
@@ -391,6 +394,7 @@ int main(int argc, char** argv) {
     if (sample_cmd->parsed()) return run_sample(sample_args, sample, eta_option->count() > 0, *mpi);
     if (eval_cmd->parsed()) return run_eval(eval_args, eval, *mpi);
     if (bench_cmd->parsed()) return run_bench(bench_args, bench, *mpi);
+    if (fid_cmd->parsed()) return ddpm::run_fid(fid_args, *mpi);
   } catch (const ddpm::StopRequested& stopped) {
     // Every rank throws it together (the evaluation agrees on it), so no rank is left waiting.
     if (!mpi || mpi->rank() == 0) {
