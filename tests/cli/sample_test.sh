@@ -58,6 +58,9 @@ expect_exit 0 "on 2 rank\(s\): 3 shards of 4" mpi_sample 2 --batch-size 4 --outp
 expect_exit 0 "on 3 rank\(s\): 6 shards of 2" mpi_sample 3 --batch-size 2 --output "$WORK/np3.npz"
 expect_same_images "ancestral: 1 rank (batch 11) = 2 ranks (batch 4)" "$WORK/ref.npz" "$WORK/np2.npz"
 expect_same_images "ancestral: 1 rank (batch 11) = 3 ranks (batch 2)" "$WORK/ref.npz" "$WORK/np3.npz"
+# A batch of all 11 images on 3 ranks: shards of ceil(11 / 3) = 4, so that no rank idles.
+expect_exit 0 "on 3 rank\(s\): 3 shards of 4" mpi_sample 3 --batch-size 11 --output "$WORK/np3b.npz"
+expect_same_images "ancestral: 3 ranks (batch 11, shards of 4) = 1 rank" "$WORK/ref.npz" "$WORK/np3b.npz"
 check "the .npz as numpy reads it: only arr_0, uint8, 11 x 28 x 28 x 1, no work folder left" "$PYTHON" -c '
 import sys, os, numpy as np
 z = np.load(sys.argv[1]); a = z["arr_0"]
@@ -109,6 +112,27 @@ printf '\xff' | dd of="$victim" bs=1 seek=200 conv=notrunc status=none
 expect_exit 0 "warning: shard $victim is sampled again: .*CRC" mpirun --oversubscribe -np 2 "$DDPM" sample "${LONG[@]}"
 expect_exit 0 "wrote" mpirun --oversubscribe -np 3 "$DDPM" sample "${COMMON[@]}" --num-images 12 --seed 5 --batch-size 4 --output "$WORK/whole.npz"
 expect_same_images "stopped + corrupted + resumed on 2 ranks = uninterrupted on 3 ranks" "$WORK/resumed.npz" "$WORK/whole.npz"
+
+# SIGTERM to one rank of 2 only: that rank tells rank 0, rank 0 tells the other, and both stop within seconds.
+# (A model of 1000 steps, so that a shard takes long: tens of seconds.)
+SLOW=(--config "$SRC/configs/smoke.yaml" --set "run.dir=$WORK/run1000" --set diffusion.timesteps=1000 --progress plain)
+"$DDPM" train "${SLOW[@]}" --set train.steps=2 >"$WORK/train1000.log" 2>&1 || harness_error "training the 1000-step model failed"
+mpirun --oversubscribe -np 2 "$DDPM" sample "${SLOW[@]}" --num-images 8 --batch-size 2 --output "$WORK/onerank.npz" \
+  >"$WORK/onerank.log" 2>&1 &
+job=$!
+for _ in $(seq 300); do grep -q "^sampling 8 images" "$WORK/onerank.log" && break; sleep 0.1; done
+sleep 1
+victim=$(rank_pid "onerank.npz" 1) || harness_error "no process of rank 1 found"
+kill -TERM "$victim"
+signalled=$SECONDS
+wait "$job"
+status=$?
+elapsed=$((SECONDS - signalled))
+if [[ $status -eq 75 && $elapsed -le 10 ]] && grep -q "sampling stopped on another rank's stop request: 0 of 4 shards done" "$WORK/onerank.log"; then
+  ok "SIGTERM to rank 1 alone: both ranks stopped, exit 75 after ${elapsed} s"
+else
+  fail "SIGTERM to rank 1 alone: exit $status after ${elapsed} s (a 1000-step shard takes minutes)"; tail -3 "$WORK/onerank.log"
+fi
 
 # ---- Refusals: exit 1, one message, nothing touched. ------------------------------------------------------------
 before=$(md5sum "$WORK/ref.npz")

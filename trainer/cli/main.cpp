@@ -125,6 +125,12 @@ int run_train(const ConfigArgs& args, const std::string& progress, bool sync_che
   return 0;
 }
 
+// The signal this rank received, or, when the stop reached it from another rank, that.
+std::string stop_cause() {
+  const std::string name = ddpm::StopSignal::name();
+  return name.empty() ? "another rank's stop request" : name;
+}
+
 struct SampleArgs {
   std::string checkpoint, output, png_dir, steps, sampler = "ancestral", progress = "auto";
   uint64_t seed = 0;
@@ -179,11 +185,12 @@ int run_sample(const ConfigArgs& args, const SampleArgs& sample, bool eta_given,
   ddpm::LoadedModel loaded = ddpm::load_model(config, checkpoint, /*allow_fresh=*/false, device);
   const ddpm::GaussianDiffusion diffusion = respaced_diffusion(config, sample.steps, device);
   if (mpi.rank() == 0) std::cout << "model: " << loaded.source << std::endl;
-  const ddpm::SampleSource source{loaded.source, ddpm::weights_crc(loaded.model), device.is_cuda() ? "cuda" : "cpu"};
+  const ddpm::SampleSource source{loaded.source, ddpm::weights_crc(loaded.model), device.is_cuda() ? "cuda" : "cpu",
+                                  ddpm::model_shape_signature(config)};
   const ddpm::SampleJobResult result = ddpm::run_sample_job(job, source, loaded.model, diffusion, mpi, device);
   if (result.stopped) {
     if (mpi.rank() == 0) {
-      ddpm::print_line("ddpm: sampling stopped on " + ddpm::StopSignal::name() + ": " + std::to_string(result.shards_done) +
+      ddpm::print_line("ddpm: sampling stopped on " + stop_cause() + ": " + std::to_string(result.shards_done) +
                        " of " + std::to_string(result.shards) + " shards done, kept in " + result.work_dir.string() +
                        "; the same command resumes there. No output written yet");
     }
@@ -398,7 +405,7 @@ int main(int argc, char** argv) {
   } catch (const ddpm::StopRequested& stopped) {
     // Every rank throws it together (the evaluation agrees on it), so no rank is left waiting.
     if (!mpi || mpi->rank() == 0) {
-      ddpm::print_line("ddpm: " + std::string(stopped.what()) + " stopped on " + ddpm::StopSignal::name() +
+      ddpm::print_line("ddpm: " + std::string(stopped.what()) + " stopped on " + stop_cause() +
                        ": nothing written");
     }
     return ddpm::kExitStopped;

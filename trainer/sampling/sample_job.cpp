@@ -21,6 +21,16 @@ namespace {
 
 constexpr int64_t kMaxGridImages = 4096;  // a grid is for looking at: beyond this, an .npz or --png-dir
 
+// The process sampled: β (so the schedule and the respacing) and the model variance (fixed_large or fixed_small).
+uint32_t diffusion_crc(const GaussianDiffusion& diffusion) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  for (const torch::Tensor& table : {diffusion.betas(), diffusion.model_log_variance_table(), diffusion.timestep_map()}) {
+    const torch::Tensor bytes = table.cpu().contiguous();
+    crc = crc32_z(crc, static_cast<const Bytef*>(bytes.data_ptr()), static_cast<z_size_t>(bytes.nbytes()));
+  }
+  return static_cast<uint32_t>(crc);
+}
+
 std::string identity_json(const SampleJob& job, const SampleSource& source, UNet& model,
                           const GaussianDiffusion& diffusion) {
   const UNetOptions& o = model->options();
@@ -29,6 +39,8 @@ std::string identity_json(const SampleJob& job, const SampleSource& source, UNet
   identity["kind"] = "ddpm sample shards";
   identity["version"] = 1;
   identity["weights_crc32"] = source.weights_crc;  // what the weights are; where they come from is in the notes
+  identity["model"] = source.model_signature;      // the architecture: the same weights in another layout differ
+  identity["diffusion_crc32"] = diffusion_crc(diffusion);
   identity["device"] = source.device_type;
   identity["seed"] = job.seed;
   identity["sampler"] = sampler_kind_name(job.sampler.kind);
@@ -47,7 +59,11 @@ void check_request(const SampleJob& job) {
     throw std::runtime_error("nothing to write: give --output (.npz or a .png grid) and/or --png-dir");
   }
   if (!job.npz_output.empty() && fs::exists(job.npz_output)) {
-    throw std::runtime_error(job.npz_output + " exists: it is left alone (remove it, or choose another --output)");
+    std::string message = job.npz_output + " exists: it is left alone (remove it, or choose another --output)";
+    if (fs::exists(sample_work_dir(job))) {
+      message += "; if it is this job's result, its work folder " + sample_work_dir(job).string() + " was left behind";
+    }
+    throw std::runtime_error(message);
   }
   if (!job.grid_output.empty() && job.num_images > kMaxGridImages) {
     throw std::runtime_error("a PNG grid of " + std::to_string(job.num_images) + " images (at most " +
@@ -101,12 +117,17 @@ std::string png_name(int64_t index) {
 void assemble(const SampleJob& job, const ShardStore& store, const Plan& plan, const std::vector<int64_t>& hwc,
               const MpiContext& mpi) {
   std::string error;
+  if (!job.png_dir.empty()) {
+    try {
+      if (mpi.rank() == 0) fs::create_directories(job.png_dir);
+    } catch (const std::exception& e) {
+      error = "cannot create --png-dir " + job.png_dir + ": " + e.what();
+    }
+    // Also the barrier: the folder exists before any rank writes into it.
+    mpi.throw_if_any_failed(error, "rank 0 could not create the PNG folder (the shards are kept; rerun to retry)");
+  }
   try {
     if (!job.png_dir.empty()) {
-      if (mpi.rank() == 0) fs::create_directories(job.png_dir);
-    }
-    if (!job.png_dir.empty()) {
-      mpi.all_ok(true);  // the folder exists before any rank writes into it
       for (size_t s = static_cast<size_t>(mpi.rank()); s < plan.ranges.size(); s += static_cast<size_t>(mpi.world_size())) {
         const torch::Tensor images = store.read(plan.ranges[s]).permute({0, 3, 1, 2});
         for (int64_t i = 0; i < images.size(0); ++i) {
@@ -161,7 +182,11 @@ SampleJobResult run_sample_job(const SampleJob& job, const SampleSource& source,
   const UNetOptions& o = model->options();
   const std::vector<int64_t> hwc = {o.image_size, o.image_size, o.in_channels};
   const nlohmann::json notes = {{"weights", source.weights}, {"num_images", job.num_images}};
-  ShardStore store(sample_work_dir(job), identity_json(job, source, model, diffusion), notes.dump(), job.batch_size);
+  // A new job's shards: a batch each, but no fewer shards than ranks (a rank with none would idle); a resumed job
+  // keeps its manifest's size.
+  const int64_t per_rank = (job.num_images + mpi.world_size() - 1) / mpi.world_size();
+  ShardStore store(sample_work_dir(job), identity_json(job, source, model, diffusion), notes.dump(),
+                   std::min(job.batch_size, per_rank));
   const Plan plan = plan_shards(job, store, mpi);
   SampleJobResult result;
   result.work_dir = store.dir();

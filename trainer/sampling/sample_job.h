@@ -21,7 +21,7 @@ namespace ddpm {
 struct SampleJob {
   int64_t num_images = 64;
   uint64_t seed = 0;
-  int64_t batch_size = 256;     // images per model call; also the shard size of a new job
+  int64_t batch_size = 256;     // images per model call; also the shard size of a new job (at most N / ranks)
   std::string steps;            // the respacing spec (respace.h); "" for every step
   SamplerOptions sampler;
   std::string npz_output;       // "" for none
@@ -35,6 +35,7 @@ struct SampleSource {
   std::string weights;        // where the weights come from ("EMA 0.9999 weights of <file> (step N)")
   uint32_t weights_crc = 0;   // of every parameter's bytes, in order: the same file name with other weights differs
   std::string device_type;    // cpu | cuda: the same seed gives other bits on another kind of device
+  std::string model_signature;  // the model's config keys (model_shape_signature)
 };
 
 struct SampleJobResult {
