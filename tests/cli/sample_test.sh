@@ -149,6 +149,9 @@ check "another request's work folder kept" test -f "$WORK/other.npz.shards/manif
 mkdir -p "$WORK/foreign.npz.shards" && touch "$WORK/foreign.npz.shards/mine.txt"
 expect_exit 1 "foreign.npz.shards exists and has no manifest.json: it is not ddpm's" sample --output "$WORK/foreign.npz"
 check "a foreign folder untouched" test -f "$WORK/foreign.npz.shards/mine.txt"
+mkdir -p "$WORK/garbled.npz.shards" && echo '{"shard_size": "many"' >"$WORK/garbled.npz.shards/manifest.json"
+expect_exit 1 "garbled.npz.shards/manifest.json is not a sampling manifest .*remove the folder" sample --output "$WORK/garbled.npz"
+check "a garbled manifest left as it was" grep -q many "$WORK/garbled.npz.shards/manifest.json"
 expect_exit 1 "ddpm: error: --eta is DDIM's: add --sampler ddim" sample --eta 0.5 --output "$WORK/x.npz"
 expect_exit 1 "ddpm: error: --steps: sampling steps 'ddim39': no integer stride gives exactly 39 of 40 steps" \
   sample --steps ddim39 --output "$WORK/x.npz"
