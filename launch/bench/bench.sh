@@ -16,7 +16,10 @@
 # PROFILE_STEPS (default 8; 0: no profiles), TRACE (a file: the shipped config's profiled steps as a Chrome trace),
 # BENCH_MIRROR (a file every report line is appended to as well),
 # BENCH_PART (all, the default; ours: ddpm's rows only; peer: the peer's only, added to the reports already in
-# $OUT: a run split over two commands, as launch/gpu/gpu_session.sh does; the table shows the rows there are).
+# $OUT: a run split over two commands, as launch/gpu/gpu_session.sh does; the table shows the rows there are;
+# sampling: sampling alone, ours as shipped then the peer eager and compiled, BENCH_REPEAT times (default 2) in
+# turn, one training step each: on a shared machine each round's three share its conditions, and the table gives
+# each round's ratios and their spread; the first round is profiled).
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=../env.sh
@@ -31,7 +34,9 @@ PROFILE=(--profile-steps "$PROFILE_STEPS")
 TRACE_ARGS=()
 if [[ -n "${TRACE:-}" && "$PROFILE_STEPS" != 0 ]]; then TRACE_ARGS=(--trace "$TRACE"); fi
 PART="${BENCH_PART:-all}"
-[[ "$PART" =~ ^(all|ours|peer)$ ]] || { echo "bench.sh: BENCH_PART must be all, ours or peer, not '$PART'" >&2; exit 2; }
+[[ "$PART" =~ ^(all|ours|peer|sampling)$ ]] ||
+  { echo "bench.sh: BENCH_PART must be all, ours, peer or sampling, not '$PART'" >&2; exit 2; }
+REPEAT="${BENCH_REPEAT:-2}"
 
 case "$MODE" in
   gpu)
@@ -81,6 +86,9 @@ row() {  # row JSON: one report line into $OUT (and $BENCH_MIRROR)
   if [[ -n "${BENCH_MIRROR:-}" ]]; then echo "$1" >>"$BENCH_MIRROR"; fi
 }
 
+ROUND=""  # the round of BENCH_PART=sampling, recorded in each of its rows
+round_field() { [[ -z "$ROUND" ]] || echo "\"round\": $ROUND, "; }
+
 ours() {  # ours NAME [--set ...]: one ddpm bench run, its JSON report appended to $OUT with a name
   local name="$1" report
   shift
@@ -88,7 +96,7 @@ ours() {  # ours NAME [--set ...]: one ddpm bench run, its JSON report appended 
   # A row that fails (its output is above) is a row of the table that says so, not the end of the job.
   report="$("$DDPM" bench --config "$CONFIG" "${SETS[@]}" "$@" --warmup "$WARMUP" --steps "$STEPS" | tail -n 1)" ||
     report="{\"error\": \"ddpm bench exited $?\"}"
-  row "{\"name\": \"ddpm $name\", \"report\": $report}"
+  row "{\"name\": \"ddpm $name\", $(round_field)\"report\": $report}"
 }
 
 peer() {  # peer NAME MODE: one peer_bench.py run
@@ -97,10 +105,25 @@ peer() {  # peer NAME MODE: one peer_bench.py run
   [[ -n "${PEER_WHEELS:-}" ]] && flags+=(--wheels "$PEER_WHEELS")
   echo "== peer: $name" >&2
   report="$("$PYTHON" "$REPO_ROOT/launch/bench/peer_bench.py" "${PEER_MODEL[@]}" --batch "$BATCH" --precision "$PRECISION" \
-    "${flags[@]}" --mode "$mode" --steps "$STEPS" --warmup "$WARMUP" --sample-batch "$SAMPLE_BATCH" \
+    "${flags[@]}" --mode "$mode" --steps "${PEER_STEPS:-$STEPS}" --warmup "$WARMUP" --sample-batch "$SAMPLE_BATCH" \
     --sample-steps "$SAMPLE_STEPS" "${PROFILE[@]}" | tail -n 1)" || report="{\"error\": \"peer_bench.py exited $?\"}"
-  row "{\"name\": \"$name\", \"report\": $report}"
+  row "{\"name\": \"$name\", $(round_field)\"report\": $report}"
 }
+
+if [[ "$PART" == sampling ]]; then
+  # Sampling only: one training step of ours (the bench's least), none of the peer's (it would compile a training
+  # graph), then the same sampling runs as a whole job's, round after round.
+  WARMUP=0 STEPS=1 PEER_STEPS=0
+  for ((ROUND = 1; ROUND <= REPEAT; ROUND++)); do
+    [[ $ROUND == 1 ]] || PROFILE=(--profile-steps 0)
+    ours "as shipped ($PRECISION$([[ $CHANNELS_LAST == true ]] && echo ', channels-last'), fused Adam)" \
+      --sample-batch "$SAMPLE_BATCH" --sample-steps "$SAMPLE_STEPS" "${PROFILE[@]}"
+    peer "diffusers eager" eager
+    peer "diffusers torch.compile" compile
+  done
+  "$PYTHON" "$REPO_ROOT/launch/bench/bench_table.py" "$OUT"
+  exit 0
+fi
 
 if [[ "$PART" != peer ]]; then
   BASE=(--set train.precision=fp32 --set train.channels_last=false --set train.fused_adam=false)

@@ -57,7 +57,13 @@ def figures_table(rows):
               f"{fmt(rep.get('mfu'), '%.3f'):>6} {fmt(rep.get('sampling_images_per_second'), '%.2f'):>12}")
 
 
+def ratio(mine, theirs, key):
+    return mine[key] / theirs[key] if mine.get(key) and theirs.get(key) else None
+
+
 def ratio_lines(rows):
+    if any("round" in r for r in rows):
+        return round_lines(rows)
     ours = next((r["report"] for r in rows if r["name"].startswith("ddpm as shipped (")), None)
     peers = [r for r in rows if r["name"].startswith("diffusers")]
     if ours is None:  # the peer's half of a split run alone
@@ -67,9 +73,9 @@ def ratio_lines(rows):
             continue
         for r in peers:
             p = r["report"]
-            line = f"{label} / {r['name']}: training {mine['images_per_second'] / p['images_per_second']:.2f}x"
-            if p.get("sampling_images_per_second") and mine.get("sampling_images_per_second"):
-                line += f", sampling {mine['sampling_images_per_second'] / p['sampling_images_per_second']:.2f}x"
+            line = f"{label} / {r['name']}: training {fmt(ratio(mine, p, 'images_per_second'), '%.2f')}x"
+            if ratio(mine, p, "sampling_images_per_second"):
+                line += f", sampling {ratio(mine, p, 'sampling_images_per_second'):.2f}x"
             print(line)
     reduced = next((r for r in rows if "all-reduce at world size 1" in r["name"]), None)
     if reduced:
@@ -77,7 +83,56 @@ def ratio_lines(rows):
     peer = peers[-1]["report"] if peers else {}
     print(f"FLOPs per image, forward: ours {ours.get('forward_flops_per_image', 0) / 1e9:.3f} G (counted from the layers), "
           f"PyTorch's FlopCounterMode on the peer {peer.get('forward_flops_per_image', 0) / 1e9:.3f} G")
-    print(f"device: {ours['device_name']}; {ours['impl']}; peer: {peer.get('impl', '?')}, torch {peer.get('torch_version', '?')}")
+    print(f"device: {ours['device_name']}; {ours['impl']}, {ours.get('threads', '?')} threads; peer: {peer.get('impl', '?')}, "
+          f"torch {peer.get('torch_version', '?')}, {peer.get('threads', '?')} threads")
+
+
+def round_lines(rows):
+    """BENCH_PART=sampling: ours / each peer's sampling images/s within each round (whose runs followed each other),
+    then over the rounds, the range."""
+    rounds = sorted({r["round"] for r in rows if "round" in r})
+    ratios = {}
+    for n in rounds:
+        here = [r for r in rows if r.get("round") == n]
+        ours = next((r["report"] for r in here if r["name"].startswith("ddpm as shipped (")), None)
+        if ours is None:
+            continue
+        parts = []
+        for r in here:
+            if r["name"].startswith("diffusers") and ratio(ours, r["report"], "sampling_images_per_second"):
+                value = ratio(ours, r["report"], "sampling_images_per_second")
+                ratios.setdefault(r["name"].split(" [round")[0], []).append(value)
+                parts.append(f"{r['name'].split(' [round')[0]} {value:.2f}x")
+        print(f"round {n}: ours / " + ", ".join(parts))
+    for name, values in ratios.items():
+        print(f"sampling, ours / {name}: {min(values):.2f}x - {max(values):.2f}x over {len(values)} round(s)")
+    ours = next((r["report"] for r in rows if r["name"].startswith("ddpm as shipped (")), {})
+    peer = next((r["report"] for r in rows if r["name"].startswith("diffusers")), {})
+    print(f"device: {ours.get('device_name', '?')}; {ours.get('impl', '?')}, {ours.get('threads', '?')} threads; "
+          f"peer: {peer.get('impl', '?')}, torch {peer.get('torch_version', '?')}, {peer.get('threads', '?')} threads")
+
+
+def sampling_lines(rows):
+    """Every run's sampling figures: the ancestral run over sample_steps (ours and the peer's, the same work), then
+    our fast samplers of the same model over the config's own T (respaced ancestral, DDIM), images/s and ms per
+    model call, and the threads each side ran with."""
+    sampled = [r for r in rows if r["report"].get("sampling_images_per_second")]
+    if not sampled:
+        return
+    print(f"\n{'sampling':<52} {'sampler':>22} {'steps':>6} {'img/s':>9} {'ms/call':>8} {'threads':>7}")
+    for r in sampled:
+        rep = r["report"]
+        steps = rep.get("sample_steps")
+        ms = 1000.0 * rep["sampling_seconds"] / steps if steps and rep.get("sampling_seconds") else None
+        print(f"{r['name']:<52} {'ancestral (all steps)':>22} {fmt(steps, '%d'):>6} "
+              f"{rep['sampling_images_per_second']:>9.2f} {fmt(ms, '%.2f'):>8} {fmt(rep.get('threads'), '%d'):>7}")
+        for fast in rep.get("sampling_fast", []):
+            label = fast["sampler"] + (f" eta {fast['eta']:g}" if "eta" in fast else "")
+            if "skipped" in fast:
+                print(f"{'':<52} {label:>22} {fast['steps']:>6} skipped: {fast['skipped']}")
+                continue
+            steps = f"{fast['model_calls']}/{fast['of_timesteps']}"
+            print(f"{'':<52} {label:>22} {steps:>6} {fast['images_per_second']:>9.2f} {fast['ms_per_step']:>8.2f}")
 
 
 def by_kind(profile):
@@ -116,9 +171,13 @@ def profile_tables(rows, key, title, flops_per_step):
 
 def main(path):
     rows = [json.loads(line) for line in open(path) if line.strip()]
+    for r in rows:  # BENCH_PART=sampling's rounds, named apart
+        if "round" in r:
+            r["name"] += f" [round {r['round']}]"
     figures_table(rows)
     rows = [r for r in rows if "error" not in r["report"]]
     ratio_lines(rows)
+    sampling_lines(rows)
 
     def train_flops(rep):
         return 3.0 * rep.get("forward_flops_per_image", 0) * rep.get("batch", 0)

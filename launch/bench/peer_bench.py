@@ -43,7 +43,7 @@ def parse_args():
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--mode", choices=["eager", "compile"], default="eager")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=100, help="timed training steps (0: no training, sampling only)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--timesteps", type=int, default=1000)
     p.add_argument("--sample-batch", type=int, default=0, help="0: no sampling benchmark")
@@ -284,33 +284,33 @@ def main():
             torch._foreach_lerp_(ema, weights, 1.0 - args.ema_rate)
         return loss
 
-    model.train()
-    compile_start = time.perf_counter()
-    for _ in range(args.warmup):
-        train_step()
-    Timer(device).sync()
-    warmup_seconds = time.perf_counter() - compile_start
-    reset_peak_memory(torch, device)
-    with Timer(device) as timed:
-        for _ in range(args.steps):
-            loss = train_step()
-    images_per_second = args.batch * args.steps / timed.seconds
-    report = {
-        "images_per_second": images_per_second,
-        "ms_per_step": 1000.0 * timed.seconds / args.steps,
-        "peak_memory_bytes": peak_memory(torch, device),
-        "final_loss": float(loss.detach()),
-        "warmup_seconds": warmup_seconds,
-        "params": params,
-        "forward_flops_per_image": flops,
-        "achieved_tflops": 3.0 * flops * images_per_second / 1e12,
-    }
+    report = {"params": params, "forward_flops_per_image": flops}
+    if args.steps > 0:
+        model.train()
+        compile_start = time.perf_counter()
+        for _ in range(args.warmup):
+            train_step()
+        Timer(device).sync()
+        warmup_seconds = time.perf_counter() - compile_start
+        reset_peak_memory(torch, device)
+        with Timer(device) as timed:
+            for _ in range(args.steps):
+                loss = train_step()
+        images_per_second = args.batch * args.steps / timed.seconds
+        report.update({
+            "images_per_second": images_per_second,
+            "ms_per_step": 1000.0 * timed.seconds / args.steps,
+            "peak_memory_bytes": peak_memory(torch, device),
+            "final_loss": float(loss.detach()),
+            "warmup_seconds": warmup_seconds,
+            "achieved_tflops": 3.0 * flops * images_per_second / 1e12,
+        })
 
-    if args.profile_steps > 0:
-        def profiled_steps():
-            for _ in range(args.profile_steps):
-                train_step()
-        report["profile"] = profile(torch, device, profiled_steps, args.profile_steps, report["ms_per_step"])
+        if args.profile_steps > 0:
+            def profiled_steps():
+                for _ in range(args.profile_steps):
+                    train_step()
+            report["profile"] = profile(torch, device, profiled_steps, args.profile_steps, report["ms_per_step"])
 
     if args.sample_batch > 0:
         report.update(sampling_figures(torch, net, model, args, device, autocast, memory_format))

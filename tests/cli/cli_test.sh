@@ -57,7 +57,12 @@ names = lambda p: {e["name"] for e in p["top"]}
 # Backward convolutions and the fused attention kernel in training; no backward at all in sampling.
 assert {"aten::convolution_backward", "aten::_scaled_dot_product_flash_attention_for_cpu_backward"} <= names(train), names(train)
 assert "aten::_scaled_dot_product_attention_math" not in names(train) | names(sample)
-assert "aten::mkldnn_convolution" in names(sample) and not any("backward" in n for n in names(sample)), names(sample)
+# Sampling on a CPU runs UNetInference: packed oneDNN convolutions and the fused group norm, no backward.
+assert {"mkldnn::_convolution_pointwise", "ddpm::group_norm_nhwc"} <= names(sample), names(sample)
+assert not any("backward" in n for n in names(sample)), names(sample)
+# T = 30 here: neither fast sampler fits (250 steps, or a stride giving 50), each row says why.
+assert [f["sampler"] for f in r["sampling_fast"]] == ["ancestral", "ddim"], r["sampling_fast"]
+assert all("skipped" in f for f in r["sampling_fast"]), r["sampling_fast"]
 for p in (train, sample):
     assert 0 < p["self_ms_per_step"] and 0 < p["busy_ms_per_step"] and 0.2 < p["busy_share_of_timed_step"] < 3, p
     assert abs(sum(e["self_ms_per_step"] for e in p["top"]) + p["rest_self_ms_per_step"] - p["self_ms_per_step"]) < 1e-6

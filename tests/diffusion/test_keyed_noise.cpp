@@ -46,9 +46,12 @@ TEST(KeyedNoise, DeviceHashCombineEqualsTheScalarDefinition) {
   ddpm::SplitMix64 rng(9);
   for (int i = 0; i < 200; ++i) {
     const uint64_t a = rng.next(), b = i < 100 ? static_cast<uint64_t>(i) : rng.next();
-    const torch::Tensor on_device = ddpm::hash_combine_on_device(a, torch::tensor(static_cast<int64_t>(b), torch::kLong));
-    ASSERT_EQ(on_device.dim(), 0);
-    ASSERT_EQ(static_cast<uint64_t>(on_device.item<int64_t>()), ddpm::hash_combine(a, b)) << a << " " << b;
+    for (const ddpm::KeyedCompute compute : {ddpm::KeyedCompute::kAuto, ddpm::KeyedCompute::kTensorOps}) {
+      const torch::Tensor on_device =
+          ddpm::hash_combine_on_device(a, torch::tensor(static_cast<int64_t>(b), torch::kLong), compute);
+      ASSERT_EQ(on_device.dim(), 0);
+      ASSERT_EQ(static_cast<uint64_t>(on_device.item<int64_t>()), ddpm::hash_combine(a, b)) << a << " " << b;
+    }
   }
 }
 
@@ -66,6 +69,34 @@ TEST(KeyedNoise, AStepTensorDrawsWhatTheHostStepDraws) {
     const torch::Tensor reference =
         ddpm::keyed_normal(ddpm::hash_combine(1234, static_cast<uint64_t>(step)), indices, {3, 4, 4}, torch::kFloat32);
     EXPECT_TRUE(torch::equal(device.noise, reference)) << "step " << step;
+  }
+}
+
+// On the CPU the draws come from a loop over plain integers; elsewhere from tensor operations. Both forms, run
+// here on the CPU, give the same bits: for keys and indices across the 64-bit range, several shapes and dtypes.
+TEST(KeyedNoise, TheHostLoopDrawsWhatTheTensorOperationsDraw) {
+  const torch::Tensor indices =
+      torch::tensor(std::vector<int64_t>{0, 1, 5, 17, 59999, std::numeric_limits<int64_t>::max(), -3}, torch::kLong);
+  ddpm::SplitMix64 rng(5);
+  for (int k = 0; k < 6; ++k) {
+    const uint64_t key = k == 0 ? 0 : k == 1 ? ~0ULL : rng.next();
+    const torch::Tensor key_tensor = torch::tensor(static_cast<int64_t>(key), torch::kLong);
+    for (const std::vector<int64_t>& shape : {std::vector<int64_t>{1, 28, 28}, std::vector<int64_t>{3, 4, 5}}) {
+      for (const torch::ScalarType dtype : {torch::kFloat32, torch::kFloat64}) {
+        const torch::Tensor host = ddpm::keyed_normal(key_tensor, indices, shape, dtype);
+        const torch::Tensor ops = ddpm::keyed_normal(key_tensor, indices, shape, dtype, ddpm::KeyedCompute::kTensorOps);
+        ASSERT_TRUE(torch::equal(host, ops)) << "key " << key << " dtype " << dtype;
+      }
+    }
+  }
+  std::vector<int64_t> values;
+  for (int i = 0; i < 300; ++i) values.push_back(i < 100 ? i : static_cast<int64_t>(rng.next()));
+  const torch::Tensor b = torch::tensor(values, torch::kLong);
+  const torch::Tensor host = ddpm::hash_combine_on_device(77, b);
+  EXPECT_TRUE(torch::equal(host, ddpm::hash_combine_on_device(77, b, ddpm::KeyedCompute::kTensorOps)));
+  for (size_t i = 0; i < values.size(); ++i) {
+    ASSERT_EQ(static_cast<uint64_t>(host[static_cast<int64_t>(i)].item<int64_t>()),
+              ddpm::hash_combine(77, static_cast<uint64_t>(values[i])));
   }
 }
 

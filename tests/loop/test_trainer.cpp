@@ -205,9 +205,9 @@ TEST_F(TrainerTest, SamplingIsReproducibleAndEvaluationReportsEveryTerm) {
   EXPECT_EQ(a.scalar_type(), torch::kUInt8);
   EXPECT_TRUE(torch::equal(a, b));
   EXPECT_FALSE(torch::equal(a, c));
-  // Image i depends on (seed, i) alone, not on the batch it was drawn in (noise keyed on the device).
-  const torch::Tensor d = ddpm::sample_images(loaded.model, diffusion, 3, 7, 3, torch::kCPU);
-  EXPECT_LE((a.to(torch::kInt) - d.to(torch::kInt)).abs().max().item<int>(), 1);
+  // Image i depends on (seed, i) alone, not on the batch it was drawn in (keyed noise; on a CPU the inference
+  // form's ε of an image does not depend on its batch either), bit for bit.
+  EXPECT_TRUE(torch::equal(a, ddpm::sample_images(loaded.model, diffusion, 3, 7, 3, torch::kCPU)));
   // A config trained with train.cuda_graph still samples on a CPU, the same images (graphs are for GPUs only).
   ddpm::SamplerOptions graphed;
   graphed.cuda_graph = true;

@@ -13,6 +13,11 @@ namespace ddpm {
 // SplitMix64's finalizer (data/splitmix64.h) elementwise on an int64 tensor, with 64-bit wrapping arithmetic.
 torch::Tensor splitmix64_mix(const torch::Tensor& z);
 
+// How a draw is computed. kAuto: on the CPU a loop over plain 64-bit integers (one pass), elsewhere tensor
+// operations (what a captured CUDA graph replays); the two give the same bits. kTensorOps: tensor operations
+// wherever the tensors are (so that the tests compare the GPUs' form with the host's on a CPU).
+enum class KeyedCompute { kAuto, kTensorOps };
+
 struct KeyedDraws {
   torch::Tensor t;      // int64 [B], timestep index in [0, num_timesteps)
   torch::Tensor noise;  // [B, item_shape...] in `dtype`
@@ -23,11 +28,11 @@ struct KeyedDraws {
 torch::Tensor keyed_normal(uint64_t key, const torch::Tensor& indices, c10::IntArrayRef item_shape, torch::ScalarType dtype);
 // The same with the key a 0-d int64 tensor on the device (a captured CUDA graph computes it there).
 torch::Tensor keyed_normal(const torch::Tensor& key, const torch::Tensor& indices, c10::IntArrayRef item_shape,
-                           torch::ScalarType dtype);
+                           torch::ScalarType dtype, KeyedCompute compute = KeyedCompute::kAuto);
 
-// hash_combine(a, b) of data/splitmix64.h, bit for bit, with b read from a 0-d integer tensor on the device:
-// a 0-d int64 tensor there.
-torch::Tensor hash_combine_on_device(uint64_t a, const torch::Tensor& b);
+// hash_combine(a, b) of data/splitmix64.h, bit for bit, elementwise over the integer tensor b on the device:
+// an int64 tensor of b's shape there.
+torch::Tensor hash_combine_on_device(uint64_t a, const torch::Tensor& b, KeyedCompute compute = KeyedCompute::kAuto);
 
 // Training's draws for step `step`: `indices` are the data set indices of the batch (int64, on the target device).
 KeyedDraws keyed_timesteps_and_noise(uint64_t seed, int64_t step, const torch::Tensor& indices, c10::IntArrayRef item_shape,

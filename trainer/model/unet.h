@@ -16,6 +16,8 @@ namespace ddpm {
 // exp(-log(10000) i / (half - 1))), shape [B, dim].
 torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim);
 
+class UNetInference;
+
 class ResBlockImpl : public torch::nn::Module {
  public:
   ResBlockImpl(int64_t in_channels, int64_t out_channels, int64_t embedding_channels, double dropout);
@@ -28,6 +30,7 @@ class ResBlockImpl : public torch::nn::Module {
   torch::nn::Linear embedding_proj_{nullptr};
   torch::nn::Dropout dropout_{nullptr};
   torch::nn::Conv2d skip_{nullptr};  // 1x1 when the channel count changes
+  friend class UNetInference;
 };
 TORCH_MODULE(ResBlock);
 
@@ -40,6 +43,7 @@ class AttentionBlockImpl : public torch::nn::Module {
  private:
   torch::nn::GroupNorm norm_{nullptr};
   torch::nn::Conv2d q_{nullptr}, k_{nullptr}, v_{nullptr}, proj_out_{nullptr};
+  friend class UNetInference;
 };
 TORCH_MODULE(AttentionBlock);
 
@@ -74,6 +78,7 @@ class UNetImpl : public torch::nn::Module {
   std::vector<torch::nn::Conv2d> upsamples_;  // one per level but the first
   torch::nn::GroupNorm norm_out_{nullptr};
   torch::nn::Conv2d conv_out_{nullptr};
+  friend class UNetInference;
 };
 TORCH_MODULE(UNet);
 

@@ -7,9 +7,13 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <stdexcept>
+#include <string>
 
 #include "trainer/model/autocast.h"
 #include "trainer/config/builders.h"
+#include "trainer/diffusion/respace.h"
 #include "trainer/eval/inference.h"
 #include "trainer/monitoring/phase_timer.h"
 #include "trainer/tools/profile.h"
@@ -145,6 +149,54 @@ nlohmann::json training_figures(Trainer& trainer, const Config& config, const Mp
   return out;
 }
 
+// One timed sampling run of `images` images (the kernels already warm).
+double time_sampling(UNet& model, const GaussianDiffusion& diffusion, int64_t images, const torch::Device& device,
+                     const SamplerOptions& sampler) {
+  device_synchronize(device);
+  const Clock::time_point start = Clock::now();
+  sample_images(model, diffusion, images, 1, images, device, sampler);
+  device_synchronize(device);
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// The fast samplers of the same model over the config's own T: 250 respaced ancestral steps (when T >= 250) and
+// DDIM over 50 steps (eta 0; when T has an integer stride for 50), each timed once.
+nlohmann::json fast_sampling_figures(const Config& config, UNet& model, const torch::Device& device,
+                                     const BenchOptions& options) {
+  const GaussianDiffusion base = make_diffusion(config).to(device);
+  nlohmann::json rows = nlohmann::json::array();
+  struct Fast {
+    SamplerKind kind;
+    std::string steps;
+  };
+  for (const Fast& fast : {Fast{SamplerKind::kAncestral, "250"}, Fast{SamplerKind::kDdim, "ddim50"}}) {
+    nlohmann::json row = {{"sampler", sampler_kind_name(fast.kind)}, {"steps", fast.steps}};
+    SamplerOptions sampler = sampler_options(config);
+    sampler.kind = fast.kind;
+    sampler.eta = 0.0;
+    if (fast.kind == SamplerKind::kDdim) row["eta"] = 0.0;
+    std::optional<GaussianDiffusion> respaced;
+    try {
+      if (fast.kind == SamplerKind::kAncestral && base.num_timesteps() < 250) {
+        throw std::invalid_argument("T = " + std::to_string(base.num_timesteps()) + " < 250");
+      }
+      respaced.emplace(respace(base, fast.steps));
+    } catch (const std::invalid_argument& e) {
+      row["skipped"] = e.what();
+      rows.push_back(row);
+      continue;
+    }
+    const double seconds = time_sampling(model, *respaced, options.sample_batch, device, sampler);
+    row["model_calls"] = respaced->num_timesteps();
+    row["of_timesteps"] = base.num_timesteps();
+    row["images_per_second"] = static_cast<double>(options.sample_batch) / seconds;
+    row["seconds"] = seconds;
+    row["ms_per_step"] = 1000.0 * seconds / static_cast<double>(respaced->num_timesteps());
+    rows.push_back(row);
+  }
+  return rows;
+}
+
 nlohmann::json sampling_figures(const Config& config, const torch::Device& device, const BenchOptions& options) {
   Config sampling = config;
   if (options.sample_steps > 0) sampling.diffusion.timesteps = options.sample_steps;
@@ -157,15 +209,13 @@ nlohmann::json sampling_figures(const Config& config, const torch::Device& devic
   sample_images(loaded.model, make_diffusion(warm).to(device), options.sample_batch, 1, options.sample_batch, device, sampler);
   device_synchronize(device);
   reset_peak_memory(device);
-  const Clock::time_point start = Clock::now();
-  sample_images(loaded.model, diffusion, options.sample_batch, 1, options.sample_batch, device, sampler);
-  device_synchronize(device);
-  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const double seconds = time_sampling(loaded.model, diffusion, options.sample_batch, device, sampler);
   nlohmann::json out = {{"sampling_images_per_second", static_cast<double>(options.sample_batch) / seconds},
                         {"sampling_seconds", seconds},
                         {"sample_batch", options.sample_batch},
                         {"sample_steps", sampling.diffusion.timesteps},
                         {"sampling_peak_memory_bytes", peak_memory(device)}};
+  out["sampling_fast"] = fast_sampling_figures(config, loaded.model, device, options);
   // Not with CUDA graphs: a short run would capture a graph of its own, and its eager warm-up steps and the
   // capture would be profiled with the replays. The training profile covers the graphed step.
   if (options.profile_steps > 0 && !(config.train.cuda_graph && device.is_cuda())) {
@@ -208,6 +258,7 @@ std::string run_bench(const Config& config, const MpiContext& mpi, const torch::
   report["device"] = device.str();
   report["device_name"] = device_name(device);
   report["world_size"] = mpi.world_size();
+  report["threads"] = torch::get_num_threads();
   report["batch"] = config.train.batch_size;
   report["precision"] = choice_name(config.train.precision);
   report["channels_last"] = config.train.channels_last;

@@ -13,7 +13,8 @@ namespace ddpm {
 struct BenchOptions {
   int64_t warmup = 10;      // steps run before timing (allocator, kernels' autotuning, the loader's prefetch)
   int64_t steps = 50;       // steps timed
-  int64_t sample_batch = 0;  // 0: no sampling benchmark
+  int64_t sample_batch = 0;  // 0: no sampling benchmark; else ancestral sampling over sample_steps, then the fast
+                             // samplers over the config's T ("sampling_fast": 250 respaced steps, DDIM over 50)
   int64_t sample_steps = 0;  // 0: all diffusion.timesteps
   int64_t profile_steps = 0;  // > 0: after the timed steps, this many more under the profiler (trainer/profile.h),
                               // and as many sampling steps (at least 25) where sampling is timed, without CUDA graphs
