@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <utility>
@@ -409,6 +410,15 @@ class ArchiveReader {
   ArchiveReader(const ByteSource& source, const std::string& name) : source_(source), name_(name) {}
 
   std::map<std::string, NpyArray> read_all() {
+    std::map<std::string, NpyArray> arrays;
+    for (const Entry& entry : index()) arrays.emplace(array_name(entry), read_array(entry));
+    return arrays;
+  }
+
+  static std::string array_name(const Entry& entry) { return entry.zip_name.substr(0, entry.zip_name.size() - 4); }
+
+  // Every entry, its central and local headers read and checked, none of its data yet.
+  std::vector<Entry> index() {
     locate_central_directory();
     std::vector<Entry> entries = read_central_directory();
     // In file order (central directory order for ties), so that an entry starting inside the one before it is
@@ -427,12 +437,29 @@ class ArchiveReader {
       read_local_header(*entry);
       previous = entry;
     }
-    std::map<std::string, NpyArray> arrays;
-    for (const Entry& entry : entries) {
-      arrays.emplace(entry.zip_name.substr(0, entry.zip_name.size() - 4), read_array(entry));
-    }
-    return arrays;
+    return entries;
   }
+
+  // A stored entry checked as read_array checks it, without holding it: its CRC-32 over passes of kReadChunk
+  // bytes, then the .npy header from the entry's first bytes. Returns the header; the data stays in the file.
+  NpyHeader check_stored(const Entry& entry) const {
+    check_range(entry.data_offset, entry.compressed, "the data", &entry);
+    std::vector<uint8_t> buffer(static_cast<size_t>(std::min<uint64_t>(entry.compressed, kReadChunk)));
+    uint32_t crc = 0;
+    for (uint64_t done = 0; done < entry.compressed;) {
+      const size_t count = static_cast<size_t>(std::min<uint64_t>(buffer.size(), entry.compressed - done));
+      source_.read(entry.data_offset + done, count, buffer.data());
+      crc = crc32_of(buffer.data(), count, crc);
+      done += count;
+    }
+    check_crc(entry, crc);
+    const std::vector<uint8_t> head =
+        read_at(entry.data_offset, std::min<uint64_t>(entry.compressed, 12 + kMaxNpyHeaderBytes), "the data", &entry);
+    return parse_npy_header(entry, head.data(), head.size(), entry.compressed);
+  }
+
+  bool stored(const Entry& entry) const { return entry.method == kMethodStored; }
+  NpyArray read(const Entry& entry) const { return read_array(entry); }
 
  private:
   [[noreturn]] void fail(uint64_t offset, const std::string& what) const {
@@ -445,6 +472,13 @@ class ArchiveReader {
   // `count` bytes at `offset`, or a truncation error naming `what`.
   std::vector<uint8_t> read_at(uint64_t offset, uint64_t count, const std::string& what,
                                const Entry* entry = nullptr) const {
+    check_range(offset, count, what, entry);
+    std::vector<uint8_t> bytes(static_cast<size_t>(count));
+    source_.read(offset, bytes.size(), bytes.data());
+    return bytes;
+  }
+
+  void check_range(uint64_t offset, uint64_t count, const std::string& what, const Entry* entry) const {
     if (offset > source_.size() || count > source_.size() - offset) {
       const std::string message = "truncated: " + what + " (" + std::to_string(count) +
                                   " bytes) runs past the end of the file (" + std::to_string(source_.size()) +
@@ -452,9 +486,6 @@ class ArchiveReader {
       if (entry != nullptr) fail_entry(*entry, offset, message);
       fail(offset, message);
     }
-    std::vector<uint8_t> bytes(static_cast<size_t>(count));
-    source_.read(offset, bytes.size(), bytes.data());
-    return bytes;
   }
 
   // The end-of-central-directory record (the last one whose comment runs exactly to the end of the file), and the
@@ -819,18 +850,21 @@ class ArchiveReader {
 
   NpyArray read_array(const Entry& entry) const {
     std::vector<uint8_t> bytes = entry.method == kMethodStored ? stored_bytes(entry) : inflated_bytes(entry);
-    const uint32_t crc = crc32_of(bytes.data(), bytes.size());
-    if (crc != entry.crc) {
-      fail_entry(entry, entry.data_offset,
-                 "CRC-32 mismatch: the central directory says " + hex32(entry.crc) + ", the data's is " + hex32(crc));
-    }
-    const NpyHeader header = parse_npy_header(entry, bytes);
+    check_crc(entry, crc32_of(bytes.data(), bytes.size()));
+    const NpyHeader header = parse_npy_header(entry, bytes.data(), bytes.size(), bytes.size());
     NpyArray array;
     array.dtype = header.dtype;
     array.shape = header.shape;
     bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(header.data_offset));
     array.bytes = std::move(bytes);
     return array;
+  }
+
+  void check_crc(const Entry& entry, uint32_t crc) const {
+    if (crc != entry.crc) {
+      fail_entry(entry, entry.data_offset,
+                 "CRC-32 mismatch: the central directory says " + hex32(entry.crc) + ", the data's is " + hex32(crc));
+    }
   }
 
   // Offsets in messages are the file's for a stored entry; for a deflated one, the inflated entry's.
@@ -841,8 +875,9 @@ class ArchiveReader {
                     std::to_string(entry.data_offset) + ")");
   }
 
-  NpyHeader parse_npy_header(const Entry& entry, const std::vector<uint8_t>& bytes) const {
-    if (bytes.size() < kNpyMagicSize + 2 || std::memcmp(bytes.data(), kNpyMagic, kNpyMagicSize) != 0) {
+  // bytes: the entry's first `available` bytes of `total` (all of them, or at least the header's largest size).
+  NpyHeader parse_npy_header(const Entry& entry, const uint8_t* bytes, uint64_t available, uint64_t total) const {
+    if (available < kNpyMagicSize + 2 || std::memcmp(bytes, kNpyMagic, kNpyMagicSize) != 0) {
       fail_npy(entry, 0, "not a .npy file: no \\x93NUMPY magic");
     }
     const uint8_t major = bytes[6], minor = bytes[7];
@@ -851,15 +886,15 @@ class ArchiveReader {
                      " is not supported (1.0, 2.0 and 3.0 are)");
     }
     const size_t prefix = major == 1 ? 10 : 12;
-    if (bytes.size() < prefix) fail_npy(entry, 8, "truncated .npy header length");
+    if (available < prefix) fail_npy(entry, 8, "truncated .npy header length");
     const uint64_t header_size = major == 1 ? le16(&bytes[8]) : le32(&bytes[8]);
     if (header_size > kMaxNpyHeaderBytes) {
       fail_npy(entry, 8, "a .npy header of " + std::to_string(header_size) + " bytes, more than the limit of " +
                      std::to_string(kMaxNpyHeaderBytes));
     }
-    if (bytes.size() - prefix < header_size) {
+    if (available - prefix < header_size) {
       fail_npy(entry, 8, "truncated .npy header: " + std::to_string(header_size) + " bytes declared, " +
-                     std::to_string(bytes.size() - prefix) + " present");
+                     std::to_string(available - prefix) + " present");
     }
     const std::string text(reinterpret_cast<const char*>(&bytes[prefix]), static_cast<size_t>(header_size));
     std::string descr;
@@ -885,7 +920,7 @@ class ArchiveReader {
     if (!checked_bytes(header.shape, header.dtype, &expected)) {
       fail_npy(entry, prefix, "the shape " + shape_repr(header.shape) + " of dtype '" + descr + "' overflows 64 bits");
     }
-    const uint64_t present = bytes.size() - header.data_offset;
+    const uint64_t present = total - header.data_offset;
     if (present != expected) {
       fail_npy(entry, header.data_offset, "the shape " + shape_repr(header.shape) + " of dtype '" + descr + "' needs " +
                                       std::to_string(expected) + " bytes of data, the entry holds " +
@@ -974,6 +1009,95 @@ std::map<std::string, NpyArray> parse_npz(const std::vector<uint8_t>& bytes, con
 std::map<std::string, NpyArray> read_npz(const std::string& path) {
   const FileSource source(path);
   return ArchiveReader(source, path).read_all();
+}
+
+// ---- Reading rows on demand -------------------------------------------------------------------------------------
+
+int64_t NpyArrayInfo::rows() const { return shape.empty() ? 0 : shape.front(); }
+
+uint64_t NpyArrayInfo::row_bytes() const {
+  uint64_t bytes = npy_item_size(dtype);
+  for (size_t d = 1; d < shape.size(); ++d) bytes *= static_cast<uint64_t>(shape[d]);  // checked at open
+  return bytes;
+}
+
+struct NpzFile::Impl {
+  struct Array {
+    NpyArrayInfo info;
+    uint64_t data_offset = 0;  // a stored entry's: where its array data starts in the file
+    std::optional<NpyArray> inflated;  // a deflated entry's: the whole array, inflated at open
+  };
+  std::string path;
+  std::unique_ptr<FileSource> source;
+  std::map<std::string, Array> arrays;
+
+  const Array& find(const std::string& name) const {
+    const auto found = arrays.find(name);
+    if (found == arrays.end()) throw DataError(path + ": no array '" + name + "'");
+    return found->second;
+  }
+};
+
+NpzFile::NpzFile(const std::string& path) : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+  impl_->source = std::make_unique<FileSource>(path);
+  ArchiveReader reader(*impl_->source, impl_->path);
+  for (const Entry& entry : reader.index()) {
+    Impl::Array array;
+    if (reader.stored(entry)) {
+      const NpyHeader header = reader.check_stored(entry);
+      array.info = {header.dtype, header.shape};
+      array.data_offset = entry.data_offset + header.data_offset;
+    } else {
+      NpyArray whole = reader.read(entry);
+      array.info = {whole.dtype, whole.shape};
+      array.inflated = std::move(whole);
+    }
+    impl_->arrays.emplace(ArchiveReader::array_name(entry), std::move(array));
+  }
+}
+
+NpzFile::~NpzFile() = default;
+
+const std::string& NpzFile::path() const { return impl_->path; }
+
+std::vector<std::string> NpzFile::names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, array] : impl_->arrays) names.push_back(name);
+  return names;
+}
+
+bool NpzFile::contains(const std::string& name) const { return impl_->arrays.count(name) > 0; }
+
+const NpyArrayInfo& NpzFile::info(const std::string& name) const { return impl_->find(name).info; }
+
+NpyArray NpzFile::read(const std::string& name) const {
+  const Impl::Array& array = impl_->find(name);
+  if (array.inflated) return *array.inflated;
+  NpyArray out;
+  out.dtype = array.info.dtype;
+  out.shape = array.info.shape;
+  out.bytes.resize(static_cast<size_t>(out.elements()) * npy_item_size(out.dtype));
+  impl_->source->read(array.data_offset, out.bytes.size(), out.bytes.data());
+  return out;
+}
+
+void NpzFile::read_rows(const std::string& name, int64_t first, int64_t count, void* out) const {
+  const Impl::Array& array = impl_->find(name);
+  const int64_t rows = array.info.rows();
+  if (array.info.shape.empty() || first < 0 || count < 0 || first > rows || count > rows - first) {
+    throw std::out_of_range(impl_->path + ": rows " + std::to_string(first) + " to " + std::to_string(first + count) +
+                            " of '" + name + "', which has " + std::to_string(rows) +
+                            (array.info.shape.empty() ? " (a 0-d array)" : ""));
+  }
+  const uint64_t row = array.info.row_bytes();
+  const size_t bytes = static_cast<size_t>(row * static_cast<uint64_t>(count));
+  const uint64_t offset = row * static_cast<uint64_t>(first);
+  if (array.inflated) {
+    if (bytes > 0) std::memcpy(out, array.inflated->bytes.data() + offset, bytes);
+    return;
+  }
+  impl_->source->read(array.data_offset + offset, bytes, static_cast<uint8_t*>(out));
 }
 
 // ---- Writing ---------------------------------------------------------------------------------------------------

@@ -34,6 +34,39 @@ std::map<std::string, NpyArray> read_npz(const std::string& path);
 // The same on bytes in memory; `name` is used in messages (the fuzz target's entry point).
 std::map<std::string, NpyArray> parse_npz(const std::vector<uint8_t>& bytes, const std::string& name);
 
+// An array's dtype and shape, as its .npy header gives them.
+struct NpyArrayInfo {
+  NpyDtype dtype = NpyDtype::kUint8;
+  std::vector<int64_t> shape;
+  int64_t rows() const;        // shape[0] (0 for a 0-d array)
+  uint64_t row_bytes() const;  // the bytes of one index of the first dimension
+};
+
+// An .npz whose arrays are read when asked: 50,000 evaluation images need not be in memory, once per rank.
+// Opening checks all that read_npz checks, with the same messages (each entry's CRC-32 computed in passes of a
+// buffer); a stored entry's data then stays in the file and is read with pread, as asked; a deflated entry
+// (numpy.savez_compressed; it cannot be read from the middle) is inflated into memory at open.
+class NpzFile {
+ public:
+  explicit NpzFile(const std::string& path);  // DataError as read_npz
+  ~NpzFile();
+  NpzFile(const NpzFile&) = delete;
+  NpzFile& operator=(const NpzFile&) = delete;
+
+  const std::string& path() const;
+  std::vector<std::string> names() const;  // sorted, without ".npy"
+  bool contains(const std::string& name) const;
+  const NpyArrayInfo& info(const std::string& name) const;  // DataError naming the file for an absent name
+  NpyArray read(const std::string& name) const;             // the whole array
+  // Rows [first, first + count) of the first dimension, C order, into out (count * row_bytes() bytes).
+  // std::out_of_range past the array or for a 0-d one; DataError when the file cannot be read (it shrank).
+  void read_rows(const std::string& name, int64_t first, int64_t count, void* out) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // Writes an .npz one array after the other, each in chunks (50,000 images need not be in memory at once).
 // Entries are stored (not compressed), ZIP64 when an entry or the archive passes 4 GiB, as numpy.savez writes them.
 // Nothing appears at `path` until commit() has written the central directory, flushed and renamed the temporary

@@ -170,6 +170,20 @@ prepare() {
     image_folder_undecodable) write_pngs "$FX"; rm "$FX/truncated.png"; echo "this is not a png" >"$FX/c.png" ;;
     image_folder_empty_png) write_pngs "$FX"; rm "$FX/truncated.png"; : >"$FX/c.png" ;;
     image_folder_truncated_png) write_pngs "$FX" ;;
+    npz_images_and_statistics)  # an .npz of images (arr_0) that also holds statistics (mu, sigma)
+      python3 - "$FX" <<'PY'
+import os, struct, sys, zipfile
+def npy(descr, shape, data):
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': %r, }" % (descr, tuple(shape))
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + data
+os.makedirs(sys.argv[1])
+with zipfile.ZipFile(os.path.join(sys.argv[1], "both.npz"), "w") as z:
+    z.writestr("arr_0.npy", npy("|u1", (2, 4, 4, 3), bytes(96)))
+    z.writestr("mu.npy", npy("<f8", (2,), struct.pack("<2d", 0, 0)))
+    z.writestr("sigma.npy", npy("<f8", (2, 2), struct.pack("<4d", 1, 0, 0, 1)))
+PY
+      ;;
     ckpt_files)  # damaged copies of the 1-rank run's ckpt-2 (11 MB)
       build_master_run; mkdir -p "$FX" "$FX/dir.ddpm"
       local good="$WORK/master_run/ckpt-000000002.ddpm"

@@ -7,11 +7,13 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 #include "data/data_error.h"
 #include "data/npz.h"
@@ -253,15 +255,61 @@ Bytes u8_data(size_t n) {
 
 const std::string kGoodDict = "{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3), }";
 
-// The DataError of reading `path`; fails the test when there is none.
+// The DataError of reading `path`; fails the test when there is none. Opening it as an NpzFile (which does not
+// hold the data) must refuse it with the very same message.
 std::string read_error(const std::string& path) {
+  std::string message;
   try {
     ddpm::read_npz(path);
+    ADD_FAILURE() << path << " was accepted";
   } catch (const DataError& e) {
-    return e.what();
+    message = e.what();
   }
-  ADD_FAILURE() << path << " was accepted";
-  return "";
+  try {
+    const ddpm::NpzFile file(path);
+    ADD_FAILURE() << path << " was accepted by NpzFile";
+  } catch (const DataError& e) {
+    EXPECT_EQ(std::string(e.what()), message) << "NpzFile and read_npz disagree";
+  }
+  return message;
+}
+
+// Every array of `path` through NpzFile: whole, and row by row in uneven runs, equal to read_npz's.
+void expect_npz_file_reads(const std::string& path) {
+  const std::map<std::string, NpyArray> expected = ddpm::read_npz(path);
+  const ddpm::NpzFile file(path);
+  std::vector<std::string> names;
+  for (const auto& [name, array] : expected) names.push_back(name);
+  ASSERT_EQ(file.names(), names);
+  for (const auto& [name, array] : expected) {
+    SCOPED_TRACE(name);
+    EXPECT_TRUE(file.contains(name));
+    EXPECT_EQ(file.info(name).dtype, array.dtype);
+    EXPECT_EQ(file.info(name).shape, array.shape);
+    const NpyArray whole = file.read(name);
+    EXPECT_EQ(whole.bytes, array.bytes);
+    if (array.shape.empty()) {
+      std::vector<uint8_t> none(16);
+      EXPECT_THROW(file.read_rows(name, 0, 1, none.data()), std::out_of_range);
+      continue;
+    }
+    const int64_t rows = file.info(name).rows();
+    const auto row = static_cast<size_t>(file.info(name).row_bytes());
+    std::vector<uint8_t> joined;
+    for (int64_t first = 0, run = 1; first < rows; first += run, run = run % 3 + 1) {
+      const int64_t count = std::min(run, rows - first);
+      std::vector<uint8_t> part(row * static_cast<size_t>(count));
+      file.read_rows(name, first, count, part.data());
+      joined.insert(joined.end(), part.begin(), part.end());
+    }
+    EXPECT_EQ(joined, array.bytes);
+    std::vector<uint8_t> spare(row + 1);
+    EXPECT_THROW(file.read_rows(name, rows, 1, spare.data()), std::out_of_range);
+    EXPECT_THROW(file.read_rows(name, -1, 1, spare.data()), std::out_of_range);
+    file.read_rows(name, rows, 0, spare.data());  // an empty run at the end is fine
+  }
+  EXPECT_FALSE(file.contains("absent"));
+  EXPECT_THROW(file.info("absent"), DataError);
 }
 
 void expect_refused(const std::string& path, const std::string& entry, const std::string& fragment) {
@@ -286,6 +334,7 @@ TEST(npz, RoundTripsAllThreeDtypesIncludingZeroDimAndEmptyArrays) {
   write_chunked(path, arrays);
   expect_same_arrays(arrays, ddpm::read_npz(path), "read_npz");
   expect_same_arrays(arrays, ddpm::parse_npz(read_bytes(path), path), "parse_npz");
+  expect_npz_file_reads(path);
   EXPECT_EQ(dir.listing(), std::vector<std::string>{"a.npz"}) << "the temporary file is left behind";
 
   const std::string again = dir / "b.npz";
@@ -360,6 +409,7 @@ TEST(npz, WriterSwitchesToZip64AboveTheLimit) {
   EXPECT_EQ(le32(all_bytes, 18), 0xFFFFFFFFu) << "the local sizes are in the ZIP64 extra field";
   EXPECT_EQ(le16(all_bytes, 28), 20) << "the local ZIP64 extra field";
   expect_same_arrays(arrays, ddpm::read_npz(all), "ZIP64 everywhere");
+  expect_npz_file_reads(all);
 }
 
 TEST(npz, ReadsDeflatedEntries) {
@@ -376,6 +426,38 @@ TEST(npz, ReadsDeflatedEntries) {
   EXPECT_EQ(arrays.at("a").bytes, u8_data(6));
   EXPECT_EQ(arrays.at("big").shape, std::vector<int64_t>{3000000});
   EXPECT_EQ(arrays.at("big").bytes, Bytes(3000000, 7));
+  expect_npz_file_reads(path);
+  // A stored and a deflated entry in one archive.
+  std::vector<ZipEntry> mixed = {{"arr_0.npy", npy_bytes(kGoodDict, u8_data(6)), false},
+                                 {"b.npy", npy_bytes(kGoodDict, u8_data(6)), true}};
+  const std::string mixed_path = dir / "m.npz";
+  write_bytes(mixed_path, make_zip(mixed));
+  expect_npz_file_reads(mixed_path);
+}
+
+// A stored array stays in the file: rows are read when asked, so a file cut short after opening is an error
+// naming the file and the offset, not bytes from nowhere.
+TEST(npz, NpzFileReadsStoredRowsFromTheFile) {
+  TempDir dir;
+  const std::string path = dir / "images.npz";
+  std::map<std::string, NpyArray> arrays;
+  arrays["arr_0"] = make_array(NpyDtype::kUint8, {100, 8, 8, 3});
+  ddpm::write_npz(path, arrays);
+  const ddpm::NpzFile file(path);
+  std::vector<uint8_t> row(8 * 8 * 3);
+  file.read_rows("arr_0", 99, 1, row.data());
+  EXPECT_TRUE(std::equal(row.begin(), row.end(), arrays["arr_0"].bytes.end() - static_cast<std::ptrdiff_t>(row.size())));
+  std::filesystem::resize_file(path, std::filesystem::file_size(path) / 2);
+  try {
+    file.read_rows("arr_0", 99, 1, row.data());
+    ADD_FAILURE() << "a row past the cut was read";
+  } catch (const DataError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find(path), std::string::npos) << message;
+    EXPECT_NE(message.find("the file ended early"), std::string::npos) << message;
+  }
+  file.read_rows("arr_0", 0, 1, row.data());  // the part still there reads
+  EXPECT_TRUE(std::equal(row.begin(), row.end(), arrays["arr_0"].bytes.begin()));
 }
 
 // ---- Corrupt archives --------------------------------------------------------------------------------------------

@@ -45,12 +45,20 @@ FidInput open_input(const std::string& path, const std::string& label) {
     return input;
   }
   if (!fs::exists(path, error)) throw std::runtime_error(label + ": " + path + ": no such file or directory");
-  // An .npz either way: one read tells statistics (mu, sigma) from images (arr_0).
-  auto arrays = std::make_shared<const std::map<std::string, NpyArray>>(read_npz(path));
-  if (holds_fid_statistics(*arrays)) {
-    input.statistics = fid_statistics_from_npz(*arrays, path);
+  // An .npz either way: its directory tells statistics (mu, sigma) from images (arr_0), and an archive of both is
+  // refused rather than guessed at.
+  auto file = std::make_shared<const NpzFile>(path);
+  const bool statistics = file->contains("mu") || file->contains("sigma");
+  if (statistics && file->contains("arr_0")) {
+    throw std::runtime_error(label + ": " + path + " holds both images (arr_0) and statistics (mu, sigma): " +
+                             "which of them is meant is ambiguous; keep one of them in the file");
+  }
+  if (statistics) {
+    std::map<std::string, NpyArray> arrays;
+    for (const std::string& name : file->names()) arrays.emplace(name, file->read(name));
+    input.statistics = fid_statistics_from_npz(arrays, path);
   } else {
-    input.images = npz_image_source(std::move(arrays), path);
+    input.images = npz_image_source(std::move(file));
   }
   return input;
 }

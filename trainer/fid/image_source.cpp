@@ -18,46 +18,51 @@ torch::Tensor index_tensor(const std::vector<int64_t>& indices) {
 
 class NpzImages final : public ImageSource {
  public:
-  NpzImages(std::shared_ptr<const std::map<std::string, NpyArray>> arrays, std::string path)
-      : arrays_(std::move(arrays)), path_(std::move(path)) {
-    const auto found = arrays_->find("arr_0");
-    if (found != arrays_->end()) {
+  explicit NpzImages(std::shared_ptr<const NpzFile> file) : file_(std::move(file)) {
+    const std::string& path = file_->path();
+    const std::vector<std::string> names = file_->names();
+    if (file_->contains("arr_0")) {
       key_ = "arr_0";
-    } else if (arrays_->size() == 1) {
-      key_ = arrays_->begin()->first;
+    } else if (names.size() == 1) {
+      key_ = names.front();
     } else {
-      std::string names;
-      for (const auto& [name, array] : *arrays_) names += (names.empty() ? "" : ", ") + name;
-      throw std::runtime_error(path_ + ": no array 'arr_0' of images (the archive holds " +
-                               (names.empty() ? std::string("no arrays") : names) + ")");
+      std::string listed;
+      for (const std::string& name : names) listed += (listed.empty() ? "" : ", ") + name;
+      throw std::runtime_error(path + ": no array 'arr_0' of images (the archive holds " +
+                               (listed.empty() ? std::string("no arrays") : listed) + ")");
     }
-    const NpyArray& array = arrays_->at(key_);
-    const std::vector<int64_t>& s = array.shape;
+    const NpyArrayInfo& array = file_->info(key_);
+    shape_ = array.shape;
+    const std::vector<int64_t>& s = shape_;
     if (array.dtype != NpyDtype::kUint8 || s.size() != 4 || (s[3] != 1 && s[3] != 3) || s[1] == 0 || s[2] == 0) {
-      throw std::runtime_error(path_ + ": '" + key_ + "' is " + npy_dtype_name(array.dtype) + " " + shape_text(s) +
+      throw std::runtime_error(path + ": '" + key_ + "' is " + npy_dtype_name(array.dtype) + " " + shape_text(s) +
                                ", expected uint8 images [N, H, W, C] with C = 1 or 3");
     }
-    // A view of the archive's bytes as NHWC, without a copy; the archive outlives it (arrays_).
-    nhwc_ = torch::from_blob(const_cast<uint8_t*>(array.bytes.data()), s, torch::kUInt8);
   }
 
-  int64_t size() const override { return nhwc_.size(0); }
+  int64_t size() const override { return shape_[0]; }
 
+  // Each image read from the file as asked (a rank holds its batch, not the archive).
   torch::Tensor read(const std::vector<int64_t>& indices) const override {
-    return nhwc_.index_select(0, index_tensor(indices)).permute({0, 3, 1, 2}).contiguous();
+    const auto n = static_cast<int64_t>(indices.size());
+    torch::Tensor nhwc = torch::empty({n, shape_[1], shape_[2], shape_[3]}, torch::kUInt8);
+    const int64_t image_bytes = shape_[1] * shape_[2] * shape_[3];
+    for (int64_t k = 0; k < n; ++k) {
+      file_->read_rows(key_, indices[static_cast<size_t>(k)], 1, nhwc.data_ptr<uint8_t>() + k * image_bytes);
+    }
+    return nhwc.permute({0, 3, 1, 2}).contiguous();
   }
 
   std::string description() const override {
-    return path_ + " (" + key_ + ": " + std::to_string(nhwc_.size(0)) + " images " + std::to_string(nhwc_.size(1)) +
-           "x" + std::to_string(nhwc_.size(2)) + "x" + std::to_string(nhwc_.size(3)) + ")";
+    return file_->path() + " (" + key_ + ": " + std::to_string(shape_[0]) + " images " + std::to_string(shape_[1]) +
+           "x" + std::to_string(shape_[2]) + "x" + std::to_string(shape_[3]) + ")";
   }
-  std::string name() const override { return path_; }
+  std::string name() const override { return file_->path(); }
 
  private:
-  std::shared_ptr<const std::map<std::string, NpyArray>> arrays_;
-  std::string path_;
+  std::shared_ptr<const NpzFile> file_;
   std::string key_;
-  torch::Tensor nhwc_;
+  std::vector<int64_t> shape_;
 };
 
 class FolderImages final : public ImageSource {
@@ -124,9 +129,8 @@ class DatasetImages final : public ImageSource {
 
 }  // namespace
 
-std::unique_ptr<ImageSource> npz_image_source(std::shared_ptr<const std::map<std::string, NpyArray>> arrays,
-                                              const std::string& path) {
-  return std::make_unique<NpzImages>(std::move(arrays), path);
+std::unique_ptr<ImageSource> npz_image_source(std::shared_ptr<const NpzFile> file) {
+  return std::make_unique<NpzImages>(std::move(file));
 }
 
 std::unique_ptr<ImageSource> folder_image_source(const std::string& folder) {

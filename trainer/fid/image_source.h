@@ -28,9 +28,9 @@ class ImageSource {
 };
 
 // Samples as guided-diffusion's evaluator reads them: `arr_0` uint8 [N, H, W, C] (C = 1 or 3), or the archive's
-// only array when it has no `arr_0`. Throws std::runtime_error naming the file and the key otherwise.
-std::unique_ptr<ImageSource> npz_image_source(std::shared_ptr<const std::map<std::string, NpyArray>> arrays,
-                                              const std::string& path);
+// only array when it has no `arr_0`. Throws std::runtime_error naming the file and the key otherwise. Images are
+// read from the file as they are asked for (NpzFile): memory is a batch's, not the archive's.
+std::unique_ptr<ImageSource> npz_image_source(std::shared_ptr<const NpzFile> file);
 
 // Every .png/.jpg/.jpeg under `folder` (data/image_folder.h: recursive, sorted by path), decoded as they are read
 // and converted to RGB (gray repeated, alpha dropped: PIL's convert('RGB'), as pytorch-fid does), never resized.
