@@ -11,7 +11,8 @@
 # GPU kernels are not bit-reproducible from run to run (atomics, cuDNN's algorithm choices), so each pair is
 # compared by its loss curves (every logged mean loss) and final weights, next to the difference between two
 # plain runs (the noise floor), which is printed too. Fails when a curve strays more than the tolerance, or the
-# plain run does not learn.
+# plain run does not learn. Then sampling from the plain run's weights, the CUDA graph against the eager step and
+# one batch size against another (the same images up to a level in 1% of the pixels), with each run's images/s.
 #   bash launch/gpu/gpu_check.sh DATA_DIR    # DATA_DIR holds t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz
 # Environment: DDPM (default build/ddpm), COMPARE (compare_checkpoints; default build/tests/compare_checkpoints),
 # PYTHON (default python3), GPU_CHECK_STEPS (default 300), GPU_CHECK_BATCH (default 32), GPU_CHECK_DEVICE (default cuda; cpu checks this script:
@@ -110,4 +111,57 @@ if [[ "$DEVICE" == cuda ]]; then
   fi
 fi
 [[ ${#sync_failures[@]} -eq 0 ]] || echo "FAIL: a step made the host wait for the GPU in: ${sync_failures[*]}"
-[[ $curves -eq 0 && ${#sync_failures[@]} -eq 0 ]]
+
+# Sampling from the plain run's weights: the step replayed from a CUDA graph against the eager step, and another
+# batch size against the first, for respaced ancestral (50 of T = 100 steps) and DDIM (ddim25) sampling. GPU kernels
+# round differently for other batch sizes, so images may differ by a level in a few pixels; the graph replays the
+# eager step's kernels. The images/s of each run are printed (the GPU issue's sampling rows).
+cat >"$WORK/images.py" <<'PY'
+# images.py A.npz B.npz LABEL: arr_0 of both (uint8, stored as ddpm writes it) compared pixel by pixel.
+import struct, sys, zipfile
+def pixels(path):
+    with zipfile.ZipFile(path) as z:
+        raw = z.read("arr_0.npy")
+    size = struct.unpack("<H", raw[8:10])[0] if raw[6] == 1 else struct.unpack("<I", raw[8:12])[0]
+    return raw[(10 if raw[6] == 1 else 12) + size:]
+a, b = pixels(sys.argv[1]), pixels(sys.argv[2])
+if len(a) != len(b):
+    print(f"{sys.argv[3]}: FAIL: {len(a)} against {len(b)} bytes"); sys.exit(1)
+differing = sum(x != y for x, y in zip(a, b))
+largest = max((abs(x - y) for x, y in zip(a, b)), default=0)
+ok = largest <= 1 and differing <= 0.01 * len(a)
+print(f"{sys.argv[3]}: {differing} of {len(a)} pixels differ, by at most {largest}: {'ok' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+PY
+sampling=0
+sample() {  # sample NAME [ddpm sample arguments...]: 16 images from the plain run, their images/s printed
+  local name="$1"
+  shift
+  "$DDPM" sample --config "$REPO_ROOT/configs/smoke.yaml" --set "run.device=$DEVICE" --set "run.dir=$WORK/plain" \
+    --set "data.path=$DATA" --num-images 16 --output "$WORK/$name.npz" \
+    --progress plain "$@" >"$WORK/$name.out" 2>&1 ||
+    { echo "FAIL: sampling, $name:"; tail -n 12 "$WORK/$name.out"; return 1; }
+  echo "sampling, $name: $(grep -o '[0-9.]* images/s  took [0-9]*s' "$WORK/$name.out" | tail -n 1)"
+}
+# The smoke config's T = 100: 50 respaced ancestral steps, and DDIM over 25.
+for sampler in "ancestral --steps 50" "ddim --steps ddim25"; do
+  kind="${sampler%% *}"
+  # shellcheck disable=SC2086
+  sample "${kind}_eager" --sampler $sampler --batch-size 16 --set train.cuda_graph=false || { sampling=1; continue; }
+  # shellcheck disable=SC2086
+  if sample "${kind}_batch5" --sampler $sampler --batch-size 5 --set train.cuda_graph=false; then
+    "$PYTHON" "$WORK/images.py" "$WORK/${kind}_eager.npz" "$WORK/${kind}_batch5.npz" "sampling, $kind: batch 5 against 16" || sampling=1
+  else
+    sampling=1
+  fi
+  if [[ "$DEVICE" == cuda ]]; then
+    # shellcheck disable=SC2086
+    if sample "${kind}_graph" --sampler $sampler --batch-size 16 --set train.cuda_graph=true; then
+      "$PYTHON" "$WORK/images.py" "$WORK/${kind}_eager.npz" "$WORK/${kind}_graph.npz" "sampling, $kind: CUDA graph against eager" || sampling=1
+    else
+      sampling=1
+    fi
+  fi
+done
+[[ $sampling -eq 0 ]] || echo "FAIL: a sampling check"
+[[ $curves -eq 0 && ${#sync_failures[@]} -eq 0 && $sampling -eq 0 ]]
