@@ -48,7 +48,7 @@ FidInput open_input(const std::string& path, const std::string& label) {
   // An .npz either way: its directory tells statistics (mu, sigma) from images (arr_0), and an archive of both is
   // refused rather than guessed at.
   auto file = std::make_shared<const NpzFile>(path);
-  const bool statistics = file->contains("mu") || file->contains("sigma");
+  const bool statistics = holds_fid_statistics(file->names());
   if (statistics && file->contains("arr_0")) {
     throw std::runtime_error(label + ": " + path + " holds both images (arr_0) and statistics (mu, sigma): " +
                              "which of them is meant is ambiguous; keep one of them in the file");

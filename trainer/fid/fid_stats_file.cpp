@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -54,8 +55,8 @@ void save_fid_statistics(const std::string& path, const FidStatistics& stats) {
   writer.commit();
 }
 
-bool holds_fid_statistics(const std::map<std::string, NpyArray>& arrays) {
-  return arrays.count("mu") > 0 || arrays.count("sigma") > 0;
+bool holds_fid_statistics(const std::vector<std::string>& names) {
+  return std::any_of(names.begin(), names.end(), [](const std::string& name) { return name == "mu" || name == "sigma"; });
 }
 
 FidStatistics fid_statistics_from_npz(const std::map<std::string, NpyArray>& arrays, const std::string& path) {
