@@ -7,7 +7,8 @@
 # and that a step never makes the host wait for the GPU: short runs with the shipped config's speed options under
 # `ddpm train --sync-check` (a synchronizing CUDA call inside a step is an error), eager, with the NCCL all-reduce
 # at world size 1 (whose loss curve is also compared with the eager one's: the bucketed path's gradient views
-# with bf16, channels-last weights and the fused Adam), and with the step captured in a CUDA graph.
+# with bf16, channels-last weights and the fused Adam), with the step captured in a CUDA graph, and the
+# improved-DDPM step (learned_range, hybrid, loss_second_moment) eager and captured.
 # GPU kernels are not bit-reproducible from run to run (atomics, cuDNN's algorithm choices), so each pair is
 # compared by its loss curves (every logged mean loss) and final weights, next to the difference between two
 # plain runs (the noise floor), which is printed too. Fails when a curve strays more than the tolerance, or the
@@ -105,6 +106,12 @@ if [[ "$DEVICE" == cuda ]]; then
   sync_run eager
   sync_run reduce --set distributed.backend=nccl --set distributed.always_reduce=true
   sync_run graph --set train.cuda_graph=true
+  # The improved-DDPM step (2C outputs, the hybrid's frozen-mean term, the importance sampler's device-side draw and
+  # history update) eager and captured: no host wait, and capturable (T = 25 so that the history fills in the run).
+  IMPROVED=(--set diffusion.model_variance=learned_range --set diffusion.loss=hybrid
+            --set train.timestep_sampler=loss_second_moment --set diffusion.timesteps=25)
+  sync_run improved "${IMPROVED[@]}"
+  sync_run improved_graph "${IMPROVED[@]}" --set train.cuda_graph=true
   # The gradient views of the bucketed path with the shipped options (bf16, channels-last weights, fused Adam).
   if [[ ! " ${sync_failures[*]} " =~ " sync_eager " && ! " ${sync_failures[*]} " =~ " sync_reduce " ]]; then
     "$PYTHON" "$WORK/curves.py" "$WORK" sync_eager sync_reduce || curves=$?

@@ -8,6 +8,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "trainer/config/builders.h"
 #include "trainer/config/config.h"
 
 namespace {
@@ -142,7 +143,7 @@ TEST_F(ConfigTest, MissingFileAndInvalidYamlAreClear) {
 // have, fails here. Unknown keys also fail loading, but a missing one would silently take the default.
 TEST_F(ConfigTest, ShippedConfigsListEveryKeyOfTheSchemaOnceInItsOrder) {
   const std::vector<std::string> schema = ddpm::config_keys();
-  EXPECT_EQ(schema.size(), 49u);  // a key added or removed: update the shipped configs and this count
+  EXPECT_EQ(schema.size(), 50u);  // a key added or removed: update the shipped configs and this count
   for (const char* name : {"cifar10.yaml", "fashion_mnist.yaml", "smoke.yaml"}) {
     const YAML::Node root = YAML::LoadFile((fs::path(DDPM_SOURCE_DIR) / "configs" / name).string());
     std::vector<std::string> listed;
@@ -184,6 +185,31 @@ TEST_F(ConfigTest, EnumLikeKeysAreParsedIntoTheirTypes) {
   EXPECT_STREQ(ddpm::choice_name(config.diffusion.model_variance), "fixed_small");
   EXPECT_NE(error_of("run:\n  device: \"cpu\\r\"\n").find("run.device: contains a control character (byte 0x0d at offset 3"),
             std::string::npos);
+}
+
+// The improved-DDPM keys: parsed into their types; hybrid needs a learned variance; only a learned variance enters the
+// shape signature (fixed-variance checkpoints of every build match under either fixed kind).
+TEST_F(ConfigTest, ImprovedDdpmKeysAndTheirChecks) {
+  const ddpm::Config config = ddpm::load_config(
+      write("{}"), {"diffusion.model_variance=learned_range", "diffusion.loss=hybrid", "train.timestep_sampler=loss_second_moment"});
+  EXPECT_EQ(config.diffusion.model_variance, ddpm::ModelVariance::kLearnedRange);
+  EXPECT_EQ(config.diffusion.loss, ddpm::Objective::kHybrid);
+  EXPECT_EQ(config.train.timestep_sampler, ddpm::TimestepSamplerKind::kLossSecondMoment);
+  EXPECT_EQ(ddpm::load_config(write("{}"), {"diffusion.loss=rescaled_kl", "diffusion.model_variance=learned"}).diffusion.loss,
+            ddpm::Objective::kRescaledKl);
+  EXPECT_EQ(ddpm::Config().train.timestep_sampler, ddpm::TimestepSamplerKind::kUniform);
+  const std::string hybrid_fixed = error_of("diffusion:\n  loss: hybrid\n");
+  EXPECT_NE(hybrid_fixed.find("diffusion.loss hybrid"), std::string::npos) << hybrid_fixed;
+  EXPECT_NE(hybrid_fixed.find("diffusion.model_variance fixed_large"), std::string::npos) << hybrid_fixed;
+  EXPECT_NE(error_of("train:\n  timestep_sampler: importance\n").find("uniform, loss_second_moment"), std::string::npos);
+  const std::string fixed = ddpm::model_shape_signature(ddpm::Config());
+  EXPECT_EQ(fixed.find("model_variance"), std::string::npos) << fixed;
+  ddpm::Config small;
+  small.diffusion.model_variance = ddpm::ModelVariance::kFixedSmall;
+  EXPECT_EQ(ddpm::model_shape_signature(small), fixed);
+  EXPECT_NE(ddpm::model_shape_signature(config).find("diffusion.model_variance: learned_range\n"), std::string::npos);
+  EXPECT_EQ(ddpm::unet_options(config).out_channels, 2);  // ε and v
+  EXPECT_EQ(ddpm::unet_options(small).out_channels, 1);
 }
 
 TEST_F(ConfigTest, KeysAreListedWithTypeDefaultAndHelp) {

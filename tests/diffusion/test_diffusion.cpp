@@ -259,7 +259,7 @@ TEST(Bound, BpdLoopReportsEveryTermAndSumsThem) {
   const ddpm::GaussianDiffusion diffusion = linear_diffusion(T);
   const torch::Tensor x0 = (torch::randint(0, 256, {4, 1, 6, 6}, kF64) / 127.5) - 1;
   std::vector<int64_t> seen;
-  const ddpm::EpsModel zero_model = [&](const torch::Tensor& x_t, const torch::Tensor& t) {
+  const ddpm::ModelFn zero_model = [&](const torch::Tensor& x_t, const torch::Tensor& t) {
     seen.push_back(t[0].item<int64_t>());
     return torch::zeros_like(x_t);
   };

@@ -6,6 +6,9 @@
 #  - a 2-rank run stopped and resumed ends bit-identical to the uninterrupted 2-rank run;
 #  - 1 rank with distributed.always_reduce (the all-reduce path run with nothing to reduce) ends bit-identical
 #    to 1 rank without communication.
+#  - train.timestep_sampler loss_second_moment: the sampler's history is the same on every rank (the replica check
+#    of every step compares it), 2 ranks end where 1 rank with twice the batch does (history and weights, up to
+#    summation order), and a 2-rank resume is bit-identical, history included.
 # Usage: ddp_test.sh DDPM COMPARE_CHECKPOINTS SOURCE_DIR
 set -uo pipefail
 # shellcheck source=../lib.sh
@@ -94,6 +97,55 @@ train 2 resumed 6
 expect_same "2-rank resume = uninterrupted (bitwise, model)" "$(ckpt resumed $STEPS)" "$(ckpt two $STEPS)"
 expect_same "2-rank resume = uninterrupted (bitwise, EMA)" "$(ckpt resumed $STEPS)" "$(ckpt two $STEPS)" --prefix ema_
 if grep -q "resumed at step 2" "$WORK/resumed.log"; then ok "resumed at step 2"; else fail "no resume"; fi
+
+# Importance-sampled t (loss_second_moment), T = 25: 24 steps of 24 images fill every t's 10 losses, so the
+# sampler is warm and draws by its probabilities for the last steps. Each rank feeds it every rank's losses ordered
+# by data set index, so 2 ranks x 12 hold the history of 1 rank x 24 (losses equal up to summation order).
+IS_STEPS=24
+IS_FLAGS=(--set train.timestep_sampler=loss_second_moment --set diffusion.timesteps=25 --set train.checkpoint_every=12)
+STEPS=$IS_STEPS train 1 is_one 24 "${IS_FLAGS[@]}"
+STEPS=$IS_STEPS train 2 is_two 12 "${IS_FLAGS[@]}"
+STEPS=12 train 2 is_resumed 12 "${IS_FLAGS[@]}"
+STEPS=$IS_STEPS train 2 is_resumed 12 "${IS_FLAGS[@]}"
+# Over 24 Adam steps the summation-order round-off of the gradients grows to ~3e-4 in the weights with uniform t
+# too (the control pair below): the importance-sampled pair must stay within a few times the uniform pair's
+# difference (t drawn otherwise for even one image would make it O(1e-2)).
+STEPS=$IS_STEPS train 1 is_uniform_one 24 --set diffusion.timesteps=25 --set train.checkpoint_every=12
+STEPS=$IS_STEPS train 2 is_uniform_two 12 --set diffusion.timesteps=25 --set train.checkpoint_every=12
+compare_ckpt "$(ckpt is_uniform_two $IS_STEPS)" "$(ckpt is_uniform_one $IS_STEPS)" --atol 1e-5 --rtol 1e-4
+uniform_out="$COMPARE_OUT"
+compare_ckpt "$(ckpt is_two $IS_STEPS)" "$(ckpt is_one $IS_STEPS)" --atol 1e-5 --rtol 1e-4
+sampled_out="$COMPARE_OUT"
+if out="$(python3 - "$uniform_out" "$sampled_out" <<'PY'
+import re, sys
+uniform, sampled = (float(re.search(r"max \|a-b\| = ([0-9.e+-]+)", text).group(1)) for text in sys.argv[1:3])
+assert 0 < uniform < 1e-3, f"the uniform control pair differs by {uniform}"
+assert sampled <= 4 * uniform, f"2 ranks x 12 vs 1 rank x 24: {sampled} with loss_second_moment, {uniform} with uniform t"
+print(f"2 ranks x 12 vs 1 rank x 24 after {24} steps: max |a-b| {sampled:.3g} with loss_second_moment, {uniform:.3g} with uniform t")
+PY
+)"; then ok "loss_second_moment: 2 ranks = 1 rank with twice the batch, up to the round-off uniform t has too: $out"; else fail "$out"; fi
+if out="$(norms_match is_two is_one 2>&1)"; then ok "loss_second_moment, is_two vs is_one: $out"; else fail "is_two vs is_one: $out"; fi
+expect_same "loss_second_moment: 2 ranks x 12 = 1 rank x 24 (the sampler's loss history and counts)" \
+  "$(ckpt is_two $IS_STEPS)" "$(ckpt is_one $IS_STEPS)" --prefix timestep_sampler/ --atol 1e-5 --rtol 1e-4
+expect_same "loss_second_moment: 2-rank resume = uninterrupted (bitwise, model)" "$(ckpt is_resumed $IS_STEPS)" \
+  "$(ckpt is_two $IS_STEPS)"
+expect_same "loss_second_moment: 2-rank resume = uninterrupted (bitwise, sampler state)" "$(ckpt is_resumed $IS_STEPS)" \
+  "$(ckpt is_two $IS_STEPS)" --prefix timestep_sampler/
+# The history moved between the checkpoints, beyond the tolerance (else the comparisons above would be empty).
+expect_different "the sampler's history changed from step 12 to step $IS_STEPS" "$(ckpt is_two 12)" "$(ckpt is_two $IS_STEPS)" \
+  --prefix timestep_sampler/history --atol 1e-5 --rtol 1e-4
+# Warm before the end: every t's history full, so the last steps drew t by the sampler's probabilities.
+if out="$(python3 - "$WORK/is_two/train_log.jsonl" "$WORK/is_one/train_log.jsonl" <<'PY'
+import json, sys
+for path in sys.argv[1:]:
+    lines = [json.loads(l) for l in open(path)]
+    filled = [l["timestep_sampler_filled"] for l in lines]
+    assert filled[-1] == 25, f"{path}: the history is not full at the end: {filled}"
+    warm_at = next(l["step"] for l in lines if l["timestep_sampler_filled"] == 25)
+    assert warm_at < 24, f"{path}: warm only at the last step"
+print(f"warm at step {warm_at} of 24; filled timesteps by step: {filled}")
+PY
+)"; then ok "$out"; else fail "$out"; fi
 
 # Micro-batches: 2 micro-batches of 3 accumulate to the gradient of one batch of 6.
 train 2 two_micro 6 --set train.micro_batches=2

@@ -14,10 +14,11 @@
 
 namespace {
 
-ddpm::UNet perturbed_model() {
+ddpm::UNet perturbed_model(int64_t out_channels = 1) {
   ddpm::UNetOptions o = ddpm::ddpm_cifar10_unet();
   o.image_size = 8;
-  o.in_channels = o.out_channels = 1;
+  o.in_channels = 1;
+  o.out_channels = out_channels;
   o.channels = 32;
   o.channel_mult = {1, 2};
   o.num_res_blocks = 1;
@@ -98,6 +99,43 @@ TEST(Sampler, FollowsTheReferenceStepsOnARespacedProcess) {
       EXPECT_GT(mean_difference(a, b), 2.0) << cases[a].name << " vs " << cases[b].name;
     }
   }
+}
+
+// A learned variance: the ancestral step's σ comes from the model's v (p_sample's exp(½ log σ²) per pixel), DDIM
+// ignores it; the ε channels are the first C of the 2C outputs.
+TEST(Sampler, LearnedVarianceFollowsTheReferenceSteps) {
+  ddpm::UNet model = perturbed_model(/*out_channels=*/2);
+  {
+    // v of about ±1 and beyond: exercises both ends of learned_range's interpolation (and past them).
+    torch::NoGradGuard no_grad;
+    model->named_parameters()["conv_out.bias"].narrow(0, 1, 1).fill_(0.7);
+  }
+  const std::vector<Case> cases = {
+      {"ancestral, learned_range", ddpm::SamplerKind::kAncestral, 0.0, true, ddpm::ModelVariance::kLearnedRange},
+      {"ancestral, learned, no clip", ddpm::SamplerKind::kAncestral, 0.0, false, ddpm::ModelVariance::kLearned},
+      {"ddim eta 0, learned_range", ddpm::SamplerKind::kDdim, 0.0, true, ddpm::ModelVariance::kLearnedRange},
+  };
+  std::vector<torch::Tensor> outputs;
+  for (const Case& c : cases) {
+    const ddpm::GaussianDiffusion base(ddpm::make_beta_schedule(ddpm::BetaSchedule::kLinear, 1000), c.variance);
+    const ddpm::GaussianDiffusion diffusion = ddpm::respace(base, "8");
+    ddpm::SamplerOptions options;
+    options.kind = c.kind;
+    options.eta = c.eta;
+    options.clip_denoised = c.clip;
+    const torch::Tensor images = ddpm::sample_images(model, diffusion, 3, 21, 3, torch::kCPU, options);
+    const torch::Tensor expected = reference_samples(model, diffusion, 3, 21, options);
+    const torch::Tensor difference = (images.to(torch::kInt) - expected.to(torch::kInt)).abs();
+    EXPECT_LE(difference.max().item<int>(), 1) << c.name;
+    EXPECT_LT(difference.gt(0).to(torch::kFloat64).mean().item<double>(), 0.01) << c.name;
+    EXPECT_GT(images.to(torch::kFloat64).std().item<double>(), 5.0) << c.name;
+    outputs.push_back(images);
+  }
+  const auto mean_difference = [&](size_t a, size_t b) {
+    return (outputs[a].to(torch::kInt) - outputs[b].to(torch::kInt)).abs().to(torch::kFloat64).mean().item<double>();
+  };
+  EXPECT_GT(mean_difference(0, 1), 2.0);  // v read as log σ² itself is another variance than the interpolation
+  EXPECT_GT(mean_difference(0, 2), 2.0);
 }
 
 TEST(Sampler, AnImageIsTheSameWhateverItsBatchAndFirstIndex) {

@@ -16,6 +16,7 @@
 #include "trainer/checkpoint/checkpoint.h"
 #include "trainer/eval/inference.h"
 #include "distributed/stop_signal.h"
+#include "trainer/diffusion/respace.h"
 #include "trainer/loop/trainer.h"
 #include "tests/mpi_main.h"
 
@@ -143,6 +144,108 @@ TEST_F(TrainerTest, KlObjectiveTrainsOnTheBoundTerms) {
   // A fresh model's bound terms at a random t are far from ε-MSE's ≈ 1: a different objective is in use.
   EXPECT_GT(std::abs(losses.front() - 1.0), 0.05);
   EXPECT_LT(losses.back(), losses.front());
+}
+
+std::vector<double> logged_losses(const fs::path& run) {
+  std::ifstream log(run / "train_log.jsonl");
+  std::vector<double> losses;
+  for (std::string line; std::getline(log, line);) losses.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  return losses;
+}
+
+// A learned variance: the U-Net has 2C outputs, hybrid and rescaled_kl train it, and the bound evaluation and the
+// sampler read σ from it.
+TEST_F(TrainerTest, LearnedVarianceTrainsUnderHybridAndRescaledKl) {
+  for (const ddpm::Objective objective : {ddpm::Objective::kHybrid, ddpm::Objective::kRescaledKl}) {
+    const std::string name = ddpm::choice_name(objective);
+    ddpm::Config config = smoke(name, 12);
+    config.diffusion.model_variance = ddpm::ModelVariance::kLearnedRange;
+    config.diffusion.loss = objective;
+    train(config);
+    const std::vector<double> losses = logged_losses(root_ / name);
+    ASSERT_EQ(losses.size(), 6u) << name;
+    for (double loss : losses) EXPECT_TRUE(std::isfinite(loss) && loss > 0) << name;
+    EXPECT_LT(losses.back(), losses.front()) << name;
+    const ddpm::Checkpoint checkpoint = ddpm::read_checkpoint(root_ / name / ddpm::checkpoint_file_name(12));
+    EXPECT_EQ(checkpoint.tensors.at("model/conv_out.weight").size(0), 2) << name;  // ε and v
+    // The v channel trained too: its output weights left zero (the U-Net's zero-initialized output conv).
+    EXPECT_GT(checkpoint.tensors.at("model/conv_out.weight")[1].abs().sum().item<double>(), 0.0) << name;
+    if (objective == ddpm::Objective::kRescaledKl) {
+      // A fresh model's rescaled bound term is T times a bits/dim figure: far above ε-MSE's ≈ 1.
+      EXPECT_GT(losses.front(), 5.0);
+      const ddpm::LoadedModel loaded = ddpm::load_model(config, ddpm::resolve_checkpoint(config, ""), false, torch::kCPU);
+      const ddpm::GaussianDiffusion diffusion = ddpm::make_diffusion(config);
+      const torch::Tensor images = torch::rand({2, 1, 28, 28}) * 2 - 1;
+      ddpm::UNet model = loaded.model;
+      const ddpm::BoundReport report =
+          ddpm::evaluate_bound(model, diffusion, images, 2, true, 1, ddpm_test::mpi(), torch::kCPU);
+      EXPECT_TRUE(std::isfinite(report.total_bpd) && report.total_bpd > 0);
+      const torch::Tensor samples = ddpm::sample_images(model, ddpm::respace(diffusion, "5"), 2, 3, 2, torch::kCPU);
+      EXPECT_EQ(samples.sizes(), torch::IntArrayRef({2, 1, 28, 28}));
+    }
+  }
+}
+
+// Only a learned variance changes the model: a fixed_small config resumes a fixed_large run (their checkpoints, of
+// this and of earlier builds, carry no variance line), a learned_range config refuses it, naming the key.
+TEST_F(TrainerTest, FixedVarianceRunsResumeUnderEitherFixedKindAndRefuseALearnedOne) {
+  train(smoke("fixed", 4));
+  ddpm::Config small = smoke("fixed", 8);
+  small.diffusion.model_variance = ddpm::ModelVariance::kFixedSmall;
+  train(small);
+  EXPECT_EQ(ddpm::list_checkpoints(root_ / "fixed").size(), 2u);
+  ddpm::Config learned = smoke("fixed", 12);
+  learned.diffusion.model_variance = ddpm::ModelVariance::kLearnedRange;
+  try {
+    train(learned);
+    ADD_FAILURE() << "a learned-variance config trained on a fixed-variance run";
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("holds checkpoints of another run"), std::string::npos) << what;
+    EXPECT_NE(what.find("diffusion.model_variance learned_range in the config"), std::string::npos) << what;
+    EXPECT_NE(what.find((root_ / "fixed").string()), std::string::npos) << what;
+  }
+  EXPECT_EQ(ddpm::list_checkpoints(root_ / "fixed").size(), 2u);
+}
+
+ddpm::Config importance_sampled(ddpm::Config config) {
+  config.train.timestep_sampler = ddpm::TimestepSamplerKind::kLossSecondMoment;
+  config.diffusion.timesteps = 25;  // 250 losses fill the history: warm within a short run
+  config.train.batch_size = 16;
+  return config;
+}
+
+// loss_second_moment: its history is checkpointed and a resumed run ends bit-identical to an uninterrupted one,
+// sampler state included; before the history is full it trains exactly as uniform t.
+TEST_F(TrainerTest, LossSecondMomentResumesBitExactlyAndWarmsUp) {
+  train(importance_sampled(smoke("straight", 32)));
+  train(importance_sampled(smoke("resumed", 12)));
+  const ddpm::Checkpoint early = ddpm::read_checkpoint(root_ / "resumed" / ddpm::checkpoint_file_name(12));
+  train(importance_sampled(smoke("resumed", 32)));
+  const ddpm::Checkpoint a = ddpm::read_checkpoint(root_ / "straight" / ddpm::checkpoint_file_name(32));
+  const ddpm::Checkpoint b = ddpm::read_checkpoint(root_ / "resumed" / ddpm::checkpoint_file_name(32));
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (const auto& [name, tensor] : a.tensors) {
+    ASSERT_TRUE(b.tensors.count(name)) << name;
+    EXPECT_TRUE(torch::equal(tensor, b.tensors.at(name))) << name << " differs after resume";
+  }
+  const torch::Tensor counts = a.tensors.at("timestep_sampler/counts");
+  const torch::Tensor history = a.tensors.at("timestep_sampler/history");
+  EXPECT_EQ(counts.sizes(), torch::IntArrayRef({25}));
+  EXPECT_TRUE((counts == 10).all().item<bool>()) << counts;  // warm: 512 draws, every t at least 10 times
+  EXPECT_GT(history.min().item<double>(), 0.0);
+  // The resumed run did restore the history: at step 12 it was not full yet, and some t had losses.
+  EXPECT_GT(early.tensors.at("timestep_sampler/counts").sum().item<int64_t>(), 100);
+  EXPECT_FALSE((early.tensors.at("timestep_sampler/counts") == 10).all().item<bool>());
+  // Before the history is full (64 losses after 4 steps) the run is the uniform one, bit for bit.
+  train(importance_sampled(smoke("cold", 4)));
+  ddpm::Config uniform = importance_sampled(smoke("uniform", 4));
+  uniform.train.timestep_sampler = ddpm::TimestepSamplerKind::kUniform;
+  train(uniform);
+  const ddpm::Checkpoint cold = ddpm::read_checkpoint(root_ / "cold" / ddpm::checkpoint_file_name(4));
+  const ddpm::Checkpoint plain = ddpm::read_checkpoint(root_ / "uniform" / ddpm::checkpoint_file_name(4));
+  EXPECT_TRUE(torch::equal(cold.tensors.at("model/conv_out.weight"), plain.tensors.at("model/conv_out.weight")));
+  EXPECT_EQ(plain.tensors.count("timestep_sampler/counts"), 0u);
 }
 
 TEST_F(TrainerTest, RunDirectoryOfAnotherRunIsRefusedAndLeftAlone) {

@@ -41,7 +41,9 @@ fi
 RUN="$WORK/run"
 mpirun --oversubscribe -np 2 "$DDPM" train --config "$SRC/configs/smoke.yaml" --progress plain --set "run.dir=$RUN" \
   --set train.steps=100000 --set train.log_every=2 --set train.checkpoint_every=20 --set diffusion.timesteps=40 \
-  --set monitoring.eval_every=10 --set monitoring.base_port=0 >"$WORK/train.log" 2>&1 &
+  --set monitoring.eval_every=10 --set monitoring.base_port=0 \
+  --set diffusion.model_variance=learned_range --set diffusion.loss=hybrid --set train.timestep_sampler=loss_second_moment \
+  >"$WORK/train.log" 2>&1 &
 TRAIN_PID=$!
 for _ in $(seq 300); do [[ -f "$RUN/prometheus_targets.json" ]] && break; sleep 0.1; done
 if [[ -f "$RUN/prometheus_targets.json" ]]; then ok "the trainer wrote its file_sd targets"; else fail "no targets file"; tail "$WORK/train.log"; finish; fi
@@ -97,6 +99,27 @@ print(f"{len(queries) - len(empty)}/{len(queries)} queries returned data")
 for q in empty:
     print("  no data:", q["panel"], "|", q["expr"])
 sys.exit(1 if empty or not queries else 0)
+PY
+
+# The improved-DDPM figures (this run learns its variance and importance-samples t): the mean log σ² of each range
+# lies between the ends of learned_range's interpolation (log β̃_t ≥ −14 at T = 40, log β_t ≤ log 0.5), and the
+# sampler's probabilities over the ranges (step 1 and the bound's 4) sum to 1.
+if python3 - "$API" <<'PY'; then ok "learned variance and timestep sampler metrics in Prometheus"; else fail "improved-DDPM metrics"; fi
+import json, math, sys, urllib.parse, urllib.request
+api = sys.argv[1]
+def result(q):
+    return json.load(urllib.request.urlopen(api + "/query?" + urllib.parse.urlencode({"query": q})))["data"]["result"]
+log_var = result('ddpm_model_log_variance{rank="0"}')
+assert len(log_var) == 5, log_var
+for r in log_var:
+    v = float(r["value"][1])
+    assert math.isfinite(v) and -14.0 < v < math.log(0.5), (r["metric"]["t_range"], v)
+p = result('ddpm_timestep_sampler_probability{rank="1"}')
+assert len(p) == 5, p
+total = sum(float(r["value"][1]) for r in p)
+assert abs(total - 1.0) < 1e-9, total
+print("log σ² by range:", sorted((r["metric"]["t_range"], round(float(r["value"][1]), 3)) for r in log_var),
+      "sampler mass:", sorted((r["metric"]["t_range"], round(float(r["value"][1]), 4)) for r in p))
 PY
 
 # Prometheus' bound terms = the run's log, for the evaluation Prometheus last scraped. The run is stopped first

@@ -17,18 +17,45 @@ std::vector<std::string> parameter_names(const UNet& model) {
   return names;
 }
 
-// "model.channels 32 in the checkpoint, 64 in the config; ..." for the lines of two signatures that differ.
-std::string shape_differences(const std::string& saved, const std::string& current) {
-  std::istringstream a(saved), b(current);
-  std::string line_a, line_b, out;
-  if (std::count(saved.begin(), saved.end(), '\n') != std::count(current.begin(), current.end(), '\n')) {
-    return "the checkpoint was written by a build with another shape description";
+// The "key: value" lines of a shape signature, in order.
+std::vector<std::pair<std::string, std::string>> signature_lines(const std::string& signature) {
+  std::vector<std::pair<std::string, std::string>> lines;
+  std::istringstream in(signature);
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t colon = line.find(": ");
+    if (colon == std::string::npos) continue;
+    lines.emplace_back(line.substr(0, colon), line.substr(colon + 2));
   }
-  while (std::getline(a, line_a) && std::getline(b, line_b)) {
-    if (line_a == line_b) continue;
-    const size_t colon = line_a.find(": ");
-    out += (out.empty() ? "" : "; ") + line_a.substr(0, colon) + " " + line_a.substr(colon + 2) + " in the checkpoint, " +
-           line_b.substr(line_b.find(": ") + 2) + " in the config";
+  return lines;
+}
+
+// "model.channels 32 in the checkpoint, 64 in the config; ..." for the keys of two signatures that differ. A key
+// can be absent on one side: a signature leaves out a key whose value does not change the model (a fixed variance).
+std::string shape_differences(const std::string& saved, const std::string& current) {
+  const auto a = signature_lines(saved), b = signature_lines(current);
+  const auto find = [](const auto& lines, const std::string& key) -> const std::string* {
+    for (const auto& [k, v] : lines) {
+      if (k == key) return &v;
+    }
+    return nullptr;
+  };
+  std::string out;
+  const auto add = [&](const std::string& text) { out += (out.empty() ? "" : "; ") + text; };
+  for (const auto& [key, value] : a) {
+    const std::string* other = find(b, key);
+    if (other == nullptr) {
+      add(key + " " + value + " in the checkpoint, a kind with the default model shape in the config (the key is recorded "
+          "only where it changes the model)");
+    } else if (*other != value) {
+      add(key + " " + value + " in the checkpoint, " + *other + " in the config");
+    }
+  }
+  for (const auto& [key, value] : b) {
+    if (find(a, key) == nullptr) {
+      add(key + " " + value + " in the config, a kind with the default model shape in the checkpoint (the key is recorded "
+          "only where it changes the model)");
+    }
   }
   return out;
 }
@@ -56,6 +83,7 @@ Checkpoint TrainState::to_checkpoint(const CheckpointLabel& label, const std::ve
   for (auto& [name, tensor] : ema.state()) checkpoint.tensors[name] = tensor.cpu();
   for (auto& [name, tensor] : optimizer.state()) checkpoint.tensors[name] = tensor.cpu();
   for (size_t r = 0; r < rank_rng.size(); ++r) unpack_generator_states(rank_rng[r], static_cast<int>(r), checkpoint.tensors);
+  for (const auto& [name, tensor] : extra_state) checkpoint.tensors[name] = tensor.detach().cpu();
   return checkpoint;
 }
 
@@ -71,6 +99,14 @@ int TrainState::restore(const Checkpoint& checkpoint, const CheckpointLabel& lab
   for (size_t i = 0; i < parameters.size(); ++i) load_state_tensor(checkpoint.tensors, "model/" + names[i], parameters[i]);
   ema.load_state(checkpoint.tensors);
   optimizer.load_state(checkpoint.tensors);
+  absent_extra_state.clear();
+  for (auto& [name, tensor] : extra_state) {
+    if (checkpoint.tensors.count(name) == 0) {
+      absent_extra_state.push_back(name);
+    } else {
+      load_state_tensor(checkpoint.tensors, name, tensor);
+    }
+  }
   step = checkpoint.step;
   loader.epoch = meta.at("loader").at("epoch").get<int64_t>();
   loader.position = meta.at("loader").at("position").get<int64_t>();

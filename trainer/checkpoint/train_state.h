@@ -3,7 +3,8 @@
 //                    world_size (ranks that wrote it), loader {epoch, position} (the data order's position)
 //   tensors          model/<parameter>, ema_<rate>/<parameter> for every EMA rate, adam/step,
 //                    adam/exp_avg/<parameter>, adam/exp_avg_sq/<parameter>, and rng/<rank>/<generator> for every
-//                    rank (generator 0: the CPU's, 1: the CUDA device's).
+//                    rank (generator 0: the CPU's, 1: the CUDA device's), and the tensors of extra_state under their
+//                    own names (timestep_sampler/history, timestep_sampler/counts with loss_second_moment).
 // Steps count from 1: `step` is the number of completed updates, so the step being trained is step + 1, and the
 // checkpoint of step n holds the state after n updates.
 #pragma once
@@ -40,6 +41,11 @@ class TrainState {
   ExponentialMovingAverage ema;
   int64_t step = 0;  // completed steps
   LoaderState loader;
+  // The state of other parts of training (the timestep sampler), registered by them: saved under its name and
+  // restored in place. A checkpoint without a name (an earlier build's, or a run with another sampler) leaves that
+  // tensor as it is and lists the name in absent_extra_state.
+  std::vector<std::pair<std::string, torch::Tensor>> extra_state;
+  std::vector<std::string> absent_extra_state;
 
   // The checkpoint of this state (CPU tensors). `rank_rng`: each rank's pack_generator_states(), rank by rank.
   Checkpoint to_checkpoint(const CheckpointLabel& label, const std::vector<std::string>& rank_rng) const;

@@ -6,7 +6,8 @@ UNetOptions unet_options(const Config& config) {
   UNetOptions options;
   static_cast<UNetArchitecture&>(options) = config.model;
   options.image_size = config.data.image_size;
-  options.in_channels = options.out_channels = config.data.channels;
+  options.in_channels = config.data.channels;
+  options.out_channels = model_output_channels(config.diffusion.model_variance, config.data.channels);
   return options;
 }
 

@@ -192,6 +192,12 @@ void validate(const Config& config) {
     throw ConfigError(file + ": train.batch_size " + std::to_string(config.train.batch_size) +
                       " must be divisible by train.micro_batches " + std::to_string(config.train.micro_batches));
   }
+  // The hybrid's bound term sees a frozen mean and trains only the variance: with a fixed one it adds a constant.
+  if (config.diffusion.loss == Objective::kHybrid && !learns_variance(config.diffusion.model_variance)) {
+    throw ConfigError(file + ": diffusion.loss hybrid trains the variance with its bound term, and diffusion.model_variance " +
+                      choice_name(config.diffusion.model_variance) +
+                      " is fixed: use learned_range (or learned), or diffusion.loss simple");
+  }
   if (config.model.channels % 32 != 0) {
     throw ConfigError(file + ": model.channels " + std::to_string(config.model.channels) +
                       " must be a multiple of 32 (GroupNorm with 32 groups)");
@@ -232,7 +238,9 @@ std::string describe_keys() {
 std::string model_shape_signature(const Config& config) {
   std::string signature;
   for (const Field& f : schema()) {
-    if (f.part == Part::kShape) signature += f.path() + ": " + f.signature(config) + "\n";
+    if (f.part != Part::kShape) continue;
+    const std::string value = f.signature(config);
+    if (!value.empty()) signature += f.path() + ": " + value + "\n";
   }
   return signature;
 }

@@ -62,6 +62,7 @@ struct TrainConfig {
   int64_t steps = 0;
   int64_t batch_size = 0;  // per rank
   int64_t micro_batches = 0;
+  TimestepSamplerKind timestep_sampler = TimestepSamplerKind::kUniform;
   double lr = 0.0;
   double adam_beta2 = 0.0;
   int64_t warmup_steps = 0;
@@ -135,6 +136,7 @@ inline const auto& choices(ShardTail) { return kShardTailNames; }
 inline const auto& choices(BetaSchedule) { return kBetaScheduleNames; }
 inline const auto& choices(ModelVariance) { return kModelVarianceNames; }
 inline const auto& choices(Objective) { return kObjectiveNames; }
+inline const auto& choices(TimestepSamplerKind) { return kTimestepSamplerNames; }
 inline const auto& choices(Precision) { return kPrecisionNames; }
 inline const auto& choices(CommBackend) { return kCommBackendNames; }
 template <class E>

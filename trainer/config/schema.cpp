@@ -139,6 +139,13 @@ Field row(const char* section, const char* key, Access access, typename Given<T>
   field.reset = [access, default_value](Config& config) { access(config) = default_value; };
   return field;
 }
+// A row whose line in the shape signature is `signature` (no line where it returns ""), for a key only some of whose
+// values change the model.
+Field with_signature(Field field, std::function<std::string(const Config&)> signature) {
+  field.signature = std::move(signature);
+  return field;
+}
+
 #define DDPM_KEY(section, key) #section, #key, [](Config& c) -> auto& { return c.section.key; }
 
 const std::vector<Field>& schema() {
@@ -172,12 +179,25 @@ const std::vector<Field>& schema() {
       row(DDPM_KEY(model, dropout), 0.1, in_range(0.0, 0.99), "dropout in the residual blocks"),
       row(DDPM_KEY(diffusion, timesteps), int64_t{1000}, at_least(2), "T, the number of diffusion steps", Part::kShape),
       row(DDPM_KEY(diffusion, schedule), BetaSchedule::kLinear, {}, "the β schedule"),
-      row(DDPM_KEY(diffusion, model_variance), ModelVariance::kFixedLarge, {}, "σ_t² = β_t (large) or β̃_t (small)"),
-      row(DDPM_KEY(diffusion, loss), Objective::kSimple, {}, "simple: the ε-MSE (eq. 14); kl: the true bound terms"),
+      // Only a learned variance changes the network (2C output channels), so only it enters the signature: the
+      // checkpoints of fixed-variance runs (of every earlier build too) load under either fixed kind.
+      with_signature(row(DDPM_KEY(diffusion, model_variance), ModelVariance::kFixedLarge, {},
+                         "σ_t²: β_t (fixed_large), β̃_t (fixed_small), or predicted: log σ² = v (learned), between the "
+                         "two (learned_range); a learned kind must match to resume",
+                         Part::kShape),
+                     [](const Config& c) {
+                       return learns_variance(c.diffusion.model_variance) ? std::string(choice_name(c.diffusion.model_variance))
+                                                                          : std::string();
+                     }),
+      row(DDPM_KEY(diffusion, loss), Objective::kSimple, {},
+          "simple: the ε-MSE (eq. 14); kl: the bound terms; rescaled_kl: them ×T; hybrid: simple + 0.001·L_vlb "
+          "(learned variances)"),
       row(DDPM_KEY(train, steps), int64_t{1500}, at_least(1), "the run's target, in optimizer steps"),
       row(DDPM_KEY(train, batch_size), int64_t{32}, at_least(1), "images per step on each rank"),
       row(DDPM_KEY(train, micro_batches), int64_t{1}, at_least(1),
           "gradient accumulation: batch_size split into this many, synchronized on the last"),
+      row(DDPM_KEY(train, timestep_sampler), TimestepSamplerKind::kUniform, {},
+          "how t is drawn: uniform, or loss_second_moment (p_t ∝ √E[L_t²] of the last 10 losses per t)"),
       row(DDPM_KEY(train, lr), 1e-3, in_range(0.0, 1.0, true), "Adam's learning rate after warmup"),
       row(DDPM_KEY(train, adam_beta2), 0.999, in_range(0.0, 1.0, true),
           "Adam's decay of the squared-gradient average (0.99 forgets faster, for short runs)"),

@@ -1,6 +1,7 @@
 #include "trainer/diffusion/diffusion.h"
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 #include "trainer/diffusion/gaussian.h"
@@ -70,18 +71,20 @@ GaussianDiffusion::GaussianDiffusion(const std::vector<double>& betas, ModelVari
   // β̃_1 = 0: its log is replaced by log β̃_2, as in the reference codes.
   std::vector<double> post_log_var_clipped(steps);
   for (size_t i = 0; i < steps; ++i) post_log_var_clipped[i] = std::log(i == 0 ? post_var[1] : post_var[i]);
-  // fixed_large uses β_t except at step 1, where β̃_2 gives a better decoder likelihood (reference codes).
-  std::vector<double> model_var(steps);
+  // fixed_large uses β_t except at step 1, where β̃_2 gives a better decoder likelihood (reference codes). A learned
+  // variance has no table: NaN, so that reading one by mistake cannot go unnoticed.
+  std::vector<double> model_var(steps), model_log_var(steps), log_betas(steps);
   for (size_t i = 0; i < steps; ++i) {
+    log_betas[i] = std::log(betas[i]);
     if (model_variance == ModelVariance::kFixedLarge) {
       model_var[i] = i == 0 ? post_var[1] : betas[i];
-    } else {
+      model_log_var[i] = std::log(model_var[i]);
+    } else if (model_variance == ModelVariance::kFixedSmall) {
       model_var[i] = post_var[i];
+      model_log_var[i] = post_log_var_clipped[i];
+    } else {
+      model_var[i] = model_log_var[i] = std::numeric_limits<double>::quiet_NaN();
     }
-  }
-  std::vector<double> model_log_var(steps);
-  for (size_t i = 0; i < steps; ++i) {
-    model_log_var[i] = model_variance == ModelVariance::kFixedLarge ? std::log(model_var[i]) : post_log_var_clipped[i];
   }
 
   betas_ = to_table(betas);
@@ -96,6 +99,7 @@ GaussianDiffusion::GaussianDiffusion(const std::vector<double>& betas, ModelVari
   posterior_log_variance_clipped_ = to_table(post_log_var_clipped);
   posterior_mean_coef1_ = to_table(post_coef1);
   posterior_mean_coef2_ = to_table(post_coef2);
+  log_betas_ = to_table(log_betas);
   model_variance_table_ = to_table(model_var);
   model_log_variance_table_ = to_table(model_log_var);
 }
@@ -106,7 +110,7 @@ GaussianDiffusion GaussianDiffusion::to(const torch::Device& device) const {
        {&moved.timestep_map_, &moved.betas_, &moved.alphas_cumprod_, &moved.alphas_cumprod_prev_, &moved.sqrt_alphas_cumprod_,
         &moved.sqrt_one_minus_alphas_cumprod_, &moved.log_one_minus_alphas_cumprod_, &moved.sqrt_recip_alphas_cumprod_, &moved.sqrt_recipm1_alphas_cumprod_,
         &moved.posterior_variance_, &moved.posterior_log_variance_clipped_, &moved.posterior_mean_coef1_,
-        &moved.posterior_mean_coef2_, &moved.model_variance_table_, &moved.model_log_variance_table_}) {
+        &moved.posterior_mean_coef2_, &moved.log_betas_, &moved.model_variance_table_, &moved.model_log_variance_table_}) {
     *table = table->to(device);
   }
   return moved;
@@ -147,20 +151,47 @@ torch::Tensor GaussianDiffusion::predict_x0_from_eps(const torch::Tensor& x_t, c
   return extract(sqrt_recip_alphas_cumprod_, t, x_t) * x_t - extract(sqrt_recipm1_alphas_cumprod_, t, x_t) * eps;
 }
 
-ReverseStep GaussianDiffusion::p_mean_variance(const torch::Tensor& eps, const torch::Tensor& x_t,
-                                               const torch::Tensor& t, bool clip_denoised) const {
-  TORCH_CHECK(eps.sizes() == x_t.sizes(), "the model's ε has shape ", eps.sizes(), ", expected ", x_t.sizes());
-  torch::Tensor pred_x0 = predict_x0_from_eps(x_t, t, eps);
-  if (clip_denoised) pred_x0 = pred_x0.clamp(-1.0, 1.0);
-  const torch::Tensor mean = q_posterior(pred_x0, x_t, t).mean;
-  const torch::Tensor variance = extract(model_variance_table_, t, x_t).expand_as(x_t);
-  const torch::Tensor log_variance = extract(model_log_variance_table_, t, x_t).expand_as(x_t);
-  return {mean, variance, log_variance, pred_x0};
+ModelOutput GaussianDiffusion::split_model_output(const torch::Tensor& output, const torch::Tensor& x_t) const {
+  const int64_t channels = x_t.dim() > 1 ? x_t.size(1) : 0;
+  std::vector<int64_t> expected = x_t.sizes().vec();
+  if (expected.size() > 1) expected[1] = model_output_channels(model_variance_, channels);
+  TORCH_CHECK(output.sizes().vec() == expected, "the model's output has shape ", output.sizes(), ", expected ",
+              c10::IntArrayRef(expected), learns_variance() ? " (ε and v: diffusion.model_variance is learned)" : " (ε)");
+  if (!learns_variance()) return {output, {}};
+  return {output.narrow(1, 0, channels), output.narrow(1, channels, channels)};
 }
 
-torch::Tensor GaussianDiffusion::p_sample(const torch::Tensor& eps, const torch::Tensor& x_t, const torch::Tensor& t,
+torch::Tensor GaussianDiffusion::model_log_variance(const torch::Tensor& v, const torch::Tensor& t,
+                                                    const torch::Tensor& like) const {
+  switch (model_variance_) {
+    case ModelVariance::kLearned:
+      return v;
+    case ModelVariance::kLearnedRange: {
+      const torch::Tensor min_log = extract(posterior_log_variance_clipped_, t, like);
+      const torch::Tensor max_log = extract(log_betas_, t, like);
+      const torch::Tensor frac = (v + 1.0) / 2.0;
+      return frac * max_log + (1.0 - frac) * min_log;  // Nichol & Dhariwal eq. 15
+    }
+    default:
+      return extract(model_log_variance_table_, t, like).expand_as(like);
+  }
+}
+
+ReverseStep GaussianDiffusion::p_mean_variance(const torch::Tensor& output, const torch::Tensor& x_t,
+                                               const torch::Tensor& t, bool clip_denoised) const {
+  const ModelOutput out = split_model_output(output, x_t);
+  torch::Tensor pred_x0 = predict_x0_from_eps(x_t, t, out.eps);
+  if (clip_denoised) pred_x0 = pred_x0.clamp(-1.0, 1.0);
+  const torch::Tensor mean = q_posterior(pred_x0, x_t, t).mean;
+  const torch::Tensor log_variance = model_log_variance(out.v, t, x_t);
+  const torch::Tensor variance =
+      learns_variance() ? torch::exp(log_variance) : extract(model_variance_table_, t, x_t).expand_as(x_t);
+  return {mean, variance, log_variance, pred_x0, out.eps};
+}
+
+torch::Tensor GaussianDiffusion::p_sample(const torch::Tensor& output, const torch::Tensor& x_t, const torch::Tensor& t,
                                           const torch::Tensor& noise, bool clip_denoised) const {
-  const ReverseStep step = p_mean_variance(eps, x_t, t, clip_denoised);
+  const ReverseStep step = p_mean_variance(output, x_t, t, clip_denoised);
   std::vector<int64_t> shape(static_cast<size_t>(x_t.dim()), 1);
   shape[0] = x_t.size(0);
   const torch::Tensor nonzero_mask = (t != 0).to(x_t.scalar_type()).view(shape);
@@ -195,9 +226,9 @@ GaussianDiffusion::DdimTables GaussianDiffusion::ddim_tables(double eta) const {
   return {eta, to_table(sigma).to(device), to_table(x0_coef).to(device), to_table(direction).to(device)};
 }
 
-torch::Tensor GaussianDiffusion::ddim_sample(const DdimTables& tables, const torch::Tensor& eps, const torch::Tensor& x_t,
+torch::Tensor GaussianDiffusion::ddim_sample(const DdimTables& tables, const torch::Tensor& output, const torch::Tensor& x_t,
                                              const torch::Tensor& t, const torch::Tensor& noise, bool clip_denoised) const {
-  TORCH_CHECK(eps.sizes() == x_t.sizes(), "the model's ε has shape ", eps.sizes(), ", expected ", x_t.sizes());
+  const torch::Tensor eps = split_model_output(output, x_t).eps;
   torch::Tensor pred_x0 = predict_x0_from_eps(x_t, t, eps);
   torch::Tensor pred_eps = eps;
   if (clip_denoised) {
@@ -221,9 +252,9 @@ torch::Tensor GaussianDiffusion::prior_bpd(const torch::Tensor& x0) const {
   return mean_flat(normal_kl(q_t.mean, q_t.log_variance, zeros, zeros)) / kLn2;
 }
 
-torch::Tensor GaussianDiffusion::vb_terms_bpd(const torch::Tensor& eps, const torch::Tensor& x0, const torch::Tensor& x_t,
+torch::Tensor GaussianDiffusion::vb_terms_bpd(const torch::Tensor& output, const torch::Tensor& x0, const torch::Tensor& x_t,
                                               const torch::Tensor& t, bool clip_denoised) const {
-  return vb_terms_bpd(p_mean_variance(eps, x_t, t, clip_denoised), x0, x_t, t);
+  return vb_terms_bpd(p_mean_variance(output, x_t, t, clip_denoised), x0, x_t, t);
 }
 
 torch::Tensor GaussianDiffusion::vb_terms_bpd(const ReverseStep& p, const torch::Tensor& x0, const torch::Tensor& x_t,
@@ -239,7 +270,7 @@ torch::Tensor GaussianDiffusion::simple_loss(const torch::Tensor& eps_pred, cons
   return mean_flat((noise - eps_pred).pow(2));
 }
 
-BoundTerms GaussianDiffusion::calc_bpd_loop(const EpsModel& model, const torch::Tensor& x0, bool clip_denoised,
+BoundTerms GaussianDiffusion::calc_bpd_loop(const ModelFn& model, const torch::Tensor& x0, bool clip_denoised,
                                             std::optional<at::Generator> generator) const {
   torch::NoGradGuard no_grad;
   const int64_t batch = x0.size(0);
@@ -251,11 +282,10 @@ BoundTerms GaussianDiffusion::calc_bpd_loop(const EpsModel& model, const torch::
     const torch::Tensor t = torch::full({batch}, index, options.dtype(torch::kLong));
     const torch::Tensor noise = torch::randn(x0.sizes(), generator, options);
     const torch::Tensor x_t = q_sample(x0, t, noise);
-    const torch::Tensor eps = model(x_t, model_timesteps(t));
-    const ReverseStep p = p_mean_variance(eps, x_t, t, clip_denoised);
+    const ReverseStep p = p_mean_variance(model(x_t, model_timesteps(t)), x_t, t, clip_denoised);
     vb.select(1, index).copy_(vb_terms_bpd(p, x0, x_t, t));
     xstart_mse.select(1, index).copy_(mean_flat((p.pred_x0 - x0).pow(2)));
-    mse.select(1, index).copy_(mean_flat((eps - noise).pow(2)));
+    mse.select(1, index).copy_(mean_flat((p.eps - noise).pow(2)));
   }
   const torch::Tensor prior = prior_bpd(x0);
   return {vb.sum(1) + prior, prior, vb, xstart_mse, mse};

@@ -132,7 +132,8 @@ KeyedDraws keyed_timesteps_and_noise(uint64_t seed, const torch::Tensor& step, c
   KeyedDraws draws;
   // 53 random bits scaled to [0, T): the bias of the floor is below T / 2^53.
   const torch::Tensor bits = splitmix64_mix(torch::bitwise_xor(image_keys(key, indices), kTimestepStream));
-  draws.t = torch::floor(unit_interval(bits) * static_cast<double>(num_timesteps)).to(torch::kLong);
+  draws.u = unit_interval(bits);
+  draws.t = torch::floor(draws.u * static_cast<double>(num_timesteps)).to(torch::kLong);
   draws.noise = normal_from_keys(key, indices, item_shape, dtype, KeyedCompute::kAuto);
   return draws;
 }

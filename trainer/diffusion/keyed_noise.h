@@ -19,7 +19,8 @@ torch::Tensor splitmix64_mix(const torch::Tensor& z);
 enum class KeyedCompute { kAuto, kTensorOps };
 
 struct KeyedDraws {
-  torch::Tensor t;      // int64 [B], timestep index in [0, num_timesteps)
+  torch::Tensor u;      // float64 [B] in [0, 1): the image's uniform for t (an importance sampler inverts its CDF at u)
+  torch::Tensor t;      // int64 [B], timestep index in [0, num_timesteps): floor(u·T), uniform
   torch::Tensor noise;  // [B, item_shape...] in `dtype`
 };
 

@@ -65,7 +65,7 @@ LoadedModel load_model(const Config& config, const std::string& checkpoint_path,
 namespace {
 
 // Sums over one rank's images, in the layout of evaluate_bound's `sums`.
-void add_bound_sums(const torch::Tensor& mine, const EpsModel& eps_model, const GaussianDiffusion& diffusion,
+void add_bound_sums(const torch::Tensor& mine, const ModelFn& model_fn, const GaussianDiffusion& diffusion,
                     int64_t batch_size, bool clip_denoised, at::Generator& generator, const torch::Device& device,
                     std::vector<double>& sums) {
   const int64_t T = diffusion.num_timesteps();
@@ -73,7 +73,7 @@ void add_bound_sums(const torch::Tensor& mine, const EpsModel& eps_model, const 
     const torch::Tensor x0 = mine.slice(0, start, std::min(start + batch_size, mine.size(0))).to(device);
     // On CPU the seeded generator makes the report reproducible; on CUDA the device's default generator.
     const BoundTerms terms = diffusion.calc_bpd_loop(
-        eps_model, x0, clip_denoised, device.is_cpu() ? std::optional<at::Generator>(generator) : std::nullopt);
+        model_fn, x0, clip_denoised, device.is_cpu() ? std::optional<at::Generator>(generator) : std::nullopt);
     const torch::Tensor vb = terms.vb.to(torch::kFloat64).cpu();
     const torch::Tensor mse = terms.mse.to(torch::kFloat64).cpu();
     sums[0] += terms.total_bpd.to(torch::kFloat64).sum().item<double>();
@@ -108,15 +108,15 @@ BoundReport evaluate_bound(UNet& model, const GaussianDiffusion& diffusion, cons
   // model calls per batch in a fraction of the operator calls. The weights do not change during the evaluation.
   std::optional<UNetInference> inference;
   if (UNetInference::supported(device)) inference.emplace(model);
-  const EpsModel eps_model = [&](const torch::Tensor& x_t, const torch::Tensor& t) {
+  const ModelFn model_fn = [&](const torch::Tensor& x_t, const torch::Tensor& t) {
     StopSignal::throw_if_requested(what);  // T model calls per batch take minutes: a stop waits for one at most
-    torch::Tensor eps = inference ? inference->forward(x_t, t) : model->forward(x_t, t);
+    torch::Tensor output = inference ? inference->forward(x_t, t) : model->forward(x_t, t);
     images_done += static_cast<double>(x_t.size(0)) / static_cast<double>(T);
     if (progress) progress(images_done);
-    return eps;
+    return output;
   };
   try {
-    add_bound_sums(mine, eps_model, diffusion, batch_size, clip_denoised, generator, device, sums);
+    add_bound_sums(mine, model_fn, diffusion, batch_size, clip_denoised, generator, device, sums);
   } catch (const StopRequested&) {
     sums.back() = 1.0;  // and still joins the reduction, so that every rank leaves here together
   }

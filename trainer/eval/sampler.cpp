@@ -49,16 +49,20 @@ std::string describe_sampler(const SamplerOptions& options, const GaussianDiffus
 namespace {
 
 // The update's coefficients for every timestep index i as float32 (what the float64 tables cast to x's dtype give),
-// [T, 5], on the device: all images of a step share t, so a step reads one row there (no host sync; a CUDA graph
+// [T, 7], on the device: all images of a step share t, so a step reads one row there (no host sync; a CUDA graph
 // replays the same read for every i) and updates x in five elementwise passes.
 //   ancestral (Algorithm 2, μ_θ = μ̃_t(x_t, x̂_0) of eq. 7): x̂_0 = a x_t − b ε (clipped), x_{t−1} = c x̂_0 + d x_t + σ z
 //   DDIM (eq. 12): x̂_0 likewise, ε̂ = (a x_t − x̂_0) / b if clipped else ε, x_{t−1} = c x̂_0 + d ε̂ + σ z
 // with a = √(1/ᾱ_t), b = √(1/ᾱ_t − 1) and σ = 0 at index 0 (no noise at step 1), the values of diffusion.cpp's
-// p_sample and ddim_sample.
+// p_sample and ddim_sample. An ancestral step of a learned variance reads σ from the model's v instead: column 4 is
+// then the mask (0 at index 0, else 1), and columns 5 and 6 log β̃_t (clipped) and log β_t, the ends of
+// learned_range's interpolation (diffusion.h's model_log_variance, with the same float32 operations).
 torch::Tensor step_coefficients(const GaussianDiffusion& diffusion, bool ddim, double eta, const torch::Device& device) {
   const int64_t T = diffusion.num_timesteps();
   const auto host = [](const torch::Tensor& table) { return table.to(torch::kCPU, torch::kFloat64).contiguous(); };
   const torch::Tensor ac = host(diffusion.alphas_cumprod());
+  const torch::Tensor min_log = host(diffusion.posterior_log_variance_clipped()), max_log = host(diffusion.log_betas());
+  const bool learned_sigma = !ddim && diffusion.learns_variance();
   torch::Tensor c, d, sigma;
   if (ddim) {
     const GaussianDiffusion::DdimTables tables = diffusion.ddim_tables(eta);
@@ -68,15 +72,16 @@ torch::Tensor step_coefficients(const GaussianDiffusion& diffusion, bool ddim, d
   } else {
     c = host(diffusion.posterior_mean_coef1());
     d = host(diffusion.posterior_mean_coef2());
-    sigma = (0.5 * host(diffusion.model_log_variance_table())).exp();
+    sigma = learned_sigma ? torch::ones({T}, torch::kFloat64) : (0.5 * host(diffusion.model_log_variance_table())).exp();
   }
   std::vector<double> rows;
   for (int64_t i = 0; i < T; ++i) {
     const double a = ac.data_ptr<double>()[i];
     rows.insert(rows.end(), {std::sqrt(1.0 / a), std::sqrt(1.0 / a - 1.0), c.data_ptr<double>()[i], d.data_ptr<double>()[i],
-                             i == 0 || (ddim && eta == 0.0) ? 0.0 : sigma.data_ptr<double>()[i]});
+                             i == 0 || (ddim && eta == 0.0) ? 0.0 : sigma.data_ptr<double>()[i],
+                             min_log.data_ptr<double>()[i], max_log.data_ptr<double>()[i]});
   }
-  return torch::tensor(rows, torch::kFloat64).view({T, 5}).to(torch::kFloat32).to(device);
+  return torch::tensor(rows, torch::kFloat64).view({T, 7}).to(torch::kFloat32).to(device);
 }
 
 }  // namespace
@@ -91,6 +96,8 @@ torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int
   const int64_t T = diffusion.num_timesteps();
   const bool ddim = options.kind == SamplerKind::kDdim;
   const bool noisy = !ddim || options.eta > 0.0;
+  const bool learned = diffusion.learns_variance();  // the model's output holds ε, then v
+  const ModelVariance variance = diffusion.model_variance();
   const torch::Tensor coefficients = step_coefficients(diffusion, ddim, options.eta, device);
   // All noise is keyed by (seed, step, image number) and drawn on the device: image i is the same whatever the
   // batch size or device, and no noise is made on the host and copied over at each of the T steps. The steps'
@@ -117,15 +124,16 @@ torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int
     const torch::Tensor index = torch::zeros({1}, on_device);  // the timestep index i
     const torch::Tensor t = torch::zeros({n}, on_device);      // the model's time input for i, per image
     const auto denoise = [&] {
-      torch::Tensor eps;
+      torch::Tensor output;
       if (inference) {
-        eps = inference->forward(x, t);
+        output = inference->forward(x, t);
       } else {
         const AutocastScope autocast(device, options.bf16);
-        eps = model->forward(options.channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x, t);
+        output = model->forward(options.channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x, t);
       }
-      eps = eps.to(torch::kFloat32);
-      const torch::Tensor row = coefficients.index_select(0, index);  // [1, 5]
+      output = output.to(torch::kFloat32);
+      const torch::Tensor eps = learned ? output.narrow(1, 0, item[0]) : output;
+      const torch::Tensor row = coefficients.index_select(0, index);  // [1, 7]
       const auto coefficient = [&](int64_t k) { return row.select(1, k); };
       torch::Tensor x0 = torch::mul(x, coefficient(0));  // x̂_0 = x_t / √ᾱ_t − √(1/ᾱ_t − 1) ε, eq. 4 solved for x_0
       x0.addcmul_(eps, coefficient(1), -1.0);
@@ -138,7 +146,20 @@ torch::Tensor sample_images(UNet& model, const GaussianDiffusion& diffusion, int
       } else {  // Algorithm 2, line 4: x_{t−1} = μ̃_t(x_t, x̂_0) + σ_t z
         x.mul_(coefficient(3)).addcmul_(x0, coefficient(2));
       }
-      if (noisy) x.addcmul_(keyed_normal(step_keys.index_select(0, index).reshape({}), numbers, item, torch::kFloat32), coefficient(4));
+      if (!noisy) return;
+      const torch::Tensor z = keyed_normal(step_keys.index_select(0, index).reshape({}), numbers, item, torch::kFloat32);
+      if (ddim || !learned) {
+        x.addcmul_(z, coefficient(4));
+        return;
+      }
+      // σ = exp(½ log σ²) from v: log σ² = v (learned), or frac·log β_t + (1 − frac)·log β̃_t, frac = (v + 1)/2.
+      const torch::Tensor v = output.narrow(1, item[0], item[0]);
+      torch::Tensor log_variance = v;
+      if (variance == ModelVariance::kLearnedRange) {
+        const torch::Tensor frac = (v + 1.0) / 2.0;
+        log_variance = frac * coefficient(6) + (1.0 - frac) * coefficient(5);
+      }
+      x.addcmul_(z, torch::exp(0.5 * log_variance).mul_(coefficient(4)));
     };
     // Only on GPUs: a config trained with graphs still samples on a CPU.
     const std::unique_ptr<StepGraph> graph =

@@ -45,6 +45,7 @@ void TrainingLog::record(int64_t step, const torch::Tensor& loss, const torch::T
   report.comm_exposed_seconds = sync.exposed_seconds;
   report.comm_total_seconds = sync.total_seconds;
   report.skipped_steps = skipped_steps;
+  report.timestep_sampler_filled = monitor_.timestep_sampler_filled();
   if (progress_) progress_->report(report);
   monitor_.report(report, parameter_norm(parameters));
   loss_sum_.zero_();

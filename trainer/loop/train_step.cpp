@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "trainer/config/builders.h"
+#include "trainer/diffusion/losses.h"
 #include "trainer/diffusion/keyed_noise.h"
 #include "distributed/stop_signal.h"
 #include "trainer/model/autocast.h"
@@ -11,7 +12,7 @@ namespace ddpm {
 
 TrainStep::TrainStep(const Config& config, const torch::Device& device, const GaussianDiffusion& diffusion,
                      TrainState& state, Communicator& comm, Watchdog& watchdog, TrainingMonitor& monitor,
-                     GradientSynchronizer* synchronizer, bool static_inputs)
+                     GradientSynchronizer* synchronizer, LossSecondMomentSampler* timestep_sampler, bool static_inputs)
     : config_(config),
       device_(device),
       diffusion_(diffusion),
@@ -20,6 +21,7 @@ TrainStep::TrainStep(const Config& config, const torch::Device& device, const Ga
       watchdog_(watchdog),
       monitor_(monitor),
       synchronizer_(synchronizer),
+      timestep_sampler_(timestep_sampler),
       lr_(lr_schedule(config)),
       static_inputs_(static_inputs || config.train.cuda_graph) {
   if (config.train.cuda_graph) graph_ = std::make_unique<StepGraph>(device);
@@ -47,29 +49,38 @@ StepOutputs TrainStep::enqueue(const Inputs& in, const StepHooks& hooks) {
   // the number of ranks, so N ranks with batch B train exactly like one rank with batch N·B.
   const KeyedDraws draws = keyed_timesteps_and_noise(config_.run.seed, in.step, in.indices, in.images.sizes().slice(1),
                                                      diffusion_.num_timesteps(), in.images.scalar_type());
+  // t uniform (Algorithm 1), or importance-sampled from the same keyed u, each loss then weighted by 1/(T·p_t).
+  torch::Tensor t_all = draws.t, weights_all;
+  if (timestep_sampler_ != nullptr) {
+    const LossSecondMomentSampler::Draw drawn = timestep_sampler_->draw(draws.u, draws.t);
+    t_all = drawn.t;
+    weights_all = drawn.weights.to(torch::kFloat32);
+  }
   const int64_t micro = config_.train.micro_batches;
   const int64_t chunk = in.images.size(0) / micro;
   const torch::Tensor images = hooks.input(in.images);
   state_.optimizer.zero_grad();
   torch::Tensor loss_sum = torch::zeros({}, in.images.options());
+  std::vector<torch::Tensor> example_losses;  // for the timestep sampler, unweighted
   for (int64_t m = 0; m < micro; ++m) {
     const torch::Tensor x0 = images.narrow(0, m * chunk, chunk);
-    const torch::Tensor t = draws.t.narrow(0, m * chunk, chunk);
+    const torch::Tensor t = t_all.narrow(0, m * chunk, chunk);
     const torch::Tensor noise = draws.noise.narrow(0, m * chunk, chunk);
+    const torch::Tensor weights = weights_all.defined() ? weights_all.narrow(0, m * chunk, chunk) : torch::Tensor();
     torch::Tensor x_t = diffusion_.q_sample(x0, t, noise);  // eq. 4, Algorithm 1
     if (config_.train.channels_last) x_t = x_t.contiguous(torch::MemoryFormat::ChannelsLast);
-    torch::Tensor eps;
+    torch::Tensor output;  // ε, or ε and v (a learned variance)
     {
       const AutocastScope autocast(device_, config_.train.precision == Precision::kBf16);
-      eps = state_.model->forward(x_t, t);
+      output = state_.model->forward(x_t, t);
     }
-    eps = eps.to(torch::kFloat32);  // the loss and the bound terms in float32 whatever the precision
-    const torch::Tensor per_example = config_.diffusion.loss == Objective::kKl
-                                          ? diffusion_.vb_terms_bpd(eps, x0, x_t, t, /*clip_denoised=*/false)
-                                          : GaussianDiffusion::simple_loss(eps, noise);  // eq. 14
+    output = output.to(torch::kFloat32);  // the loss and the bound terms in float32 whatever the precision
+    const TrainingLosses losses = training_losses(diffusion_, config_.diffusion.loss, output, x0, x_t, t, noise);
+    const torch::Tensor per_example = weights.defined() ? losses.loss * weights : losses.loss;
     const torch::Tensor loss = hooks.loss(per_example.mean() / static_cast<double>(micro));
     loss_sum += loss.detach();
-    monitor_.observe_batch(eps, noise, x0, x_t, t);
+    if (timestep_sampler_ != nullptr) example_losses.push_back(losses.loss.detach());
+    monitor_.observe_batch(output, noise, x0, x_t, t, weights);
     hooks.mark(Phase::kForward);
     // Gradients accumulate locally; only the last micro-batch's backward starts the all-reduce.
     if (synchronizer_ && m == micro - 1) synchronizer_->begin();
@@ -81,13 +92,17 @@ StepOutputs TrainStep::enqueue(const Inputs& in, const StepHooks& hooks) {
     last_sync_ = synchronizer_->finish();
     monitor_.observe_sync(last_sync_);
   }
+  // Every rank's losses, for the timestep sampler (after the buckets: one collective at a time on the communicator).
+  std::pair<torch::Tensor, torch::Tensor> sampled;
+  if (timestep_sampler_ != nullptr) sampled = losses_of_all_ranks(in.indices, t_all, torch::cat(example_losses));
   hooks.mark(Phase::kCommunication);
   hooks.gradients(state_.parameters);
   const torch::Tensor grad_norm = clip_gradients();
   const torch::Tensor flags = agree(loss_sum, grad_norm, in.stop);
   // A non-finite loss or gradient on any rank: every rank skips the update, on the device (no host sync);
-  // weights, EMA and optimizer state stay bitwise as they were.
+  // weights, EMA, optimizer and timestep sampler state stay bitwise as they were.
   const torch::Tensor skip = (flags[0] > 0).to(torch::kFloat32);
+  if (timestep_sampler_ != nullptr) timestep_sampler_->update(sampled.first, sampled.second, skip > 0);
   if (in.lr.defined()) {
     state_.optimizer.step(in.lr, skip);
   } else {
@@ -109,6 +124,24 @@ torch::Tensor TrainStep::clip_gradients() {
     at::_foreach_mul_(grads, factor);
   }
   return total;
+}
+
+std::pair<torch::Tensor, torch::Tensor> TrainStep::losses_of_all_ranks(const torch::Tensor& indices, const torch::Tensor& t,
+                                                                     const torch::Tensor& losses) {
+  const torch::Tensor mine =
+      torch::stack({indices.to(torch::kFloat64), t.to(torch::kFloat64), losses.to(torch::kFloat64)}, 1);  // [B, 3]
+  torch::Tensor all = mine;
+  if (comm_.world_size() > 1) {
+    // Each rank's rows in its own slice, zeros elsewhere: the sum is the concatenation, exactly (x + 0 = x).
+    const int64_t batch = mine.size(0);
+    all = torch::zeros({batch * comm_.world_size(), 3}, mine.options());
+    all.narrow(0, batch * comm_.rank(), batch).copy_(mine);
+    const Watchdog::Scope armed(watchdog_, "the timestep sampler's gathering of losses at step " + std::to_string(state_.step + 1));
+    comm_.all_reduce_sum(all);
+  }
+  const torch::Tensor order = std::get<1>(torch::sort(all.select(1, 0), /*stable=*/true, /*dim=*/0, /*descending=*/false));
+  const torch::Tensor sorted = all.index_select(0, order);
+  return {sorted.select(1, 1).to(torch::kLong), sorted.select(1, 2).contiguous()};
 }
 
 torch::Tensor TrainStep::agree(const torch::Tensor& loss, const torch::Tensor& grad_norm, const torch::Tensor& stop) {

@@ -1,5 +1,6 @@
-// One training step (Algorithm 1 with Adam, clipping, EMA and the all-ranks agreement), its device work read top
-// to bottom in enqueue(). It runs eagerly, or from device tensors refilled every step and replayed from a CUDA
+// One training step (Algorithm 1 with Adam, clipping, EMA and the all-ranks agreement; the objective of
+// diffusion.loss, losses.h; t uniform or importance-sampled, timestep_sampler.h), its device work read top to bottom
+// in enqueue(). It runs eagerly, or from device tensors refilled every step and replayed from a CUDA
 // graph (train.cuda_graph); both queue the same work and change no host state, so a step can be captured.
 #pragma once
 #include <torch/torch.h>
@@ -13,6 +14,7 @@
 #include "trainer/checkpoint/train_state.h"
 #include "trainer/config/config.h"
 #include "trainer/diffusion/diffusion.h"
+#include "trainer/diffusion/timestep_sampler.h"
 #include "trainer/loop/step_hooks.h"
 #include "trainer/model/step_graph.h"
 #include "trainer/monitoring/monitor.h"
@@ -30,9 +32,10 @@ class TrainStep {
  public:
   // `synchronizer`: null with one rank (nothing to all-reduce). `static_inputs`: read the step's inputs from device
   // tensors refilled every step, as a captured graph does (train.cuda_graph captures it; a CPU test checks it).
+  // `timestep_sampler`: null under train.timestep_sampler uniform; else updated by every step.
   TrainStep(const Config& config, const torch::Device& device, const GaussianDiffusion& diffusion, TrainState& state,
             Communicator& comm, Watchdog& watchdog, TrainingMonitor& monitor, GradientSynchronizer* synchronizer,
-            bool static_inputs);
+            LossSecondMomentSampler* timestep_sampler, bool static_inputs);
   TrainStep(const TrainStep&) = delete;
   TrainStep& operator=(const TrainStep&) = delete;
 
@@ -51,6 +54,10 @@ class TrainStep {
   void refill_static_inputs(const Batch& batch);
   StepOutputs enqueue(const Inputs& inputs, const StepHooks& hooks);
   torch::Tensor clip_gradients();
+  // Every rank's (t, loss) of this step ordered by data set index (an all-gather as a sum of zero-padded slices):
+  // what each rank feeds the timestep sampler, so that all hold one state, the same as one rank with N× the batch.
+  std::pair<torch::Tensor, torch::Tensor> losses_of_all_ranks(const torch::Tensor& indices, const torch::Tensor& t,
+                                                              const torch::Tensor& losses);
   // [is any loss or gradient non-finite, has any rank been asked to stop], summed over ranks on the device.
   torch::Tensor agree(const torch::Tensor& loss, const torch::Tensor& grad_norm, const torch::Tensor& stop);
 
@@ -62,6 +69,7 @@ class TrainStep {
   Watchdog& watchdog_;
   TrainingMonitor& monitor_;
   GradientSynchronizer* const synchronizer_;
+  LossSecondMomentSampler* const timestep_sampler_;
   const WarmupSchedule lr_;
   const bool static_inputs_;
   std::unique_ptr<StepGraph> graph_;  // only with train.cuda_graph

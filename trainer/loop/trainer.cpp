@@ -61,9 +61,17 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
   if (options_.sync_check) require_sync_check_device(device_);
   if (config_.train.cuda_graph) check_capturable();
   dataset_ = open_dataset(config_, mpi_);
+  make_timestep_sampler();
   start_description_ = checkpointer_.resume_or_start(state_);
+  if (timestep_sampler_ && !state_.absent_extra_state.empty() && mpi_.rank() == 0) {
+    print_line("ddpm: warning: the checkpoint of step " + std::to_string(state_.step) +
+               " holds no timestep sampler state (it was trained with train.timestep_sampler uniform): "
+               "loss_second_moment starts from an empty history, drawing t uniformly until every t has " +
+               std::to_string(LossSecondMomentSampler::kHistory) + " losses");
+  }
   guard_.broadcast_parameters(state_.parameters);
   monitor_ = std::make_unique<TrainingMonitor>(config_, mpi_, diffusion_, device_);
+  monitor_->watch_timestep_sampler(timestep_sampler_.get());
   // One rank has nothing to all-reduce; distributed.always_reduce runs the path anyway, to measure what it costs
   // and to check that it leaves the weights exactly as no communication would.
   if (mpi_.world_size() > 1 || config_.distributed.always_reduce) {
@@ -78,7 +86,24 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
         static_cast<int64_t>(config_.distributed.first_bucket_mb * kMiB));
   }
   step_ = std::make_unique<TrainStep>(config_, device_, diffusion_, state_, *comm_, guard_.watchdog(), *monitor_,
-                                      synchronizer_.get(), options_.static_step_inputs);
+                                      synchronizer_.get(), timestep_sampler_.get(), options_.static_step_inputs);
+}
+
+void Trainer::make_timestep_sampler() {
+  if (config_.train.timestep_sampler != TimestepSamplerKind::kLossSecondMoment) return;
+  timestep_sampler_ = std::make_unique<LossSecondMomentSampler>(diffusion_.num_timesteps(), device_);
+  state_.extra_state.emplace_back("timestep_sampler/history", timestep_sampler_->history());
+  state_.extra_state.emplace_back("timestep_sampler/counts", timestep_sampler_->counts());
+}
+
+void Trainer::check_replicas(int64_t step) {
+  std::vector<torch::Tensor> tensors = state_.parameters;
+  std::vector<std::string> names = state_.names;
+  for (const auto& [name, tensor] : state_.extra_state) {
+    tensors.push_back(tensor);
+    names.push_back(name);
+  }
+  guard_.check_replicas(tensors, names, step);
 }
 
 // ---- The loop. Steps count from 1: state_.step is the number of completed steps, so the step being trained is
@@ -97,7 +122,7 @@ void Trainer::train() {
     log.record(step, result.loss, result.grad_norm, step_->last_sync(), health_.skipped_steps(), state_.parameters);
     const int64_t replica_every = config_.distributed.replica_check_every;
     if (synchronizer_ && replica_every > 0 && step % replica_every == 0) {
-      guard_.check_replicas(state_.parameters, state_.names, step);
+      check_replicas(step);
     }
     const bool checkpoint_due = step % config_.train.checkpoint_every == 0 || step == total;
     bool stop = result.stop;

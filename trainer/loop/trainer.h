@@ -17,6 +17,7 @@
 #include "trainer/checkpoint/train_state.h"
 #include "trainer/config/config.h"
 #include "trainer/diffusion/diffusion.h"
+#include "trainer/diffusion/timestep_sampler.h"
 #include "trainer/loop/checkpointer.h"
 #include "trainer/loop/fault_injection.h"
 #include "trainer/loop/step_flags.h"
@@ -58,6 +59,8 @@ class Trainer {
   int64_t step() const { return state_.step; }
   UNet& model() { return state_.model; }
   const ExponentialMovingAverage& ema() const { return state_.ema; }
+  // The importance sampler of t (train.timestep_sampler loss_second_moment), else null.
+  const LossSecondMomentSampler* timestep_sampler() const { return timestep_sampler_.get(); }
   // A line saying where the run starts from ("from scratch" or the checkpoint path).
   const std::string& start_description() const { return start_description_; }
 
@@ -74,6 +77,10 @@ class Trainer {
   // after train.max_consecutive_skips in a row (throws); true when a rank asked to stop.
   bool account_flags(bool drain);
   void check_capturable() const;
+  // With loss_second_moment: the sampler, its tensors registered in the train state (checkpointed, restored).
+  void make_timestep_sampler();
+  // What the replica check compares: the parameters, and the timestep sampler's state.
+  void check_replicas(int64_t step);
   void checkpoint();
   // The full bound of the EMA model now; false when a stop request ended it (on every rank alike).
   bool evaluate_bound_now();
@@ -89,6 +96,7 @@ class Trainer {
   const FaultInjector faults_;  // none unless a test sets DDPM_FAULT
   const GaussianDiffusion diffusion_;
   TrainState state_;
+  std::unique_ptr<LossSecondMomentSampler> timestep_sampler_;  // only with loss_second_moment
   std::shared_ptr<const ImageDataset> dataset_;
   Checkpointer checkpointer_;
   std::string start_description_;

@@ -31,6 +31,9 @@ struct MetricsSnapshot {
   std::array<double, 4> eps_mse_by_quartile{};
   std::array<double, 4> phase_seconds{};  // data_wait, forward_backward, exposed_comm, optimizer
   BoundSnapshot train_bound, eval_bound;
+  // Per timestep range, step 1 first and then the bound's ranges (empty: not exported): the mean log σ² of a learned
+  // variance on the training batches, and the importance sampler's probability mass.
+  std::vector<double> log_variance_by_range, sampler_probability_by_range;
   int64_t eval_step = 0;
   double checkpoint_seconds = 0, checkpoint_bytes = 0;
   int64_t checkpoint_step = 0;

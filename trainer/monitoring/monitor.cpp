@@ -11,6 +11,7 @@
 #include "trainer/monitoring/bind_address.h"
 #include "trainer/checkpoint/atomic_file.h"
 #include "trainer/config/builders.h"
+#include "trainer/diffusion/gaussian.h"
 
 namespace ddpm {
 namespace fs = std::filesystem;
@@ -29,6 +30,7 @@ TrainingMonitor::TrainingMonitor(const Config& config, const MpiContext& mpi, co
   vb_sum_ = torch::zeros({T}, options);
   mse_sum_ = torch::zeros({T}, options);
   count_ = torch::zeros({T}, options);
+  log_variance_sum_ = torch::zeros({T}, options);
   prior_sum_ = torch::zeros({}, options);
   prior_batches_ = torch::zeros({}, options);
   if (!config.monitoring.enabled) return;
@@ -63,15 +65,17 @@ TrainingMonitor::TrainingMonitor(const Config& config, const MpiContext& mpi, co
   }
 }
 
-void TrainingMonitor::observe_batch(const torch::Tensor& eps, const torch::Tensor& noise, const torch::Tensor& x0,
-                                    const torch::Tensor& x_t, const torch::Tensor& t) {
+void TrainingMonitor::observe_batch(const torch::Tensor& output, const torch::Tensor& noise, const torch::Tensor& x0,
+                                    const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& weights) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor e = eps.detach();
-  const torch::Tensor terms = diffusion_.vb_terms_bpd(e, x0, x_t, t, /*clip_denoised=*/false).to(torch::kFloat64);
-  const torch::Tensor mse = GaussianDiffusion::simple_loss(e, noise).to(torch::kFloat64);
-  vb_sum_.index_add_(0, t, terms);
-  mse_sum_.index_add_(0, t, mse);
-  count_.index_add_(0, t, torch::ones_like(terms));
+  const ReverseStep p = diffusion_.p_mean_variance(output.detach(), x_t, t, /*clip_denoised=*/false);
+  const torch::Tensor w = weights.defined() ? weights.to(torch::kFloat64) : torch::ones({t.size(0)}, vb_sum_.options());
+  const torch::Tensor terms = diffusion_.vb_terms_bpd(p, x0, x_t, t).to(torch::kFloat64);
+  const torch::Tensor mse = GaussianDiffusion::simple_loss(p.eps, noise).to(torch::kFloat64);
+  vb_sum_.index_add_(0, t, terms * w);
+  mse_sum_.index_add_(0, t, mse * w);
+  count_.index_add_(0, t, w);
+  if (diffusion_.learns_variance()) log_variance_sum_.index_add_(0, t, mean_flat(p.log_variance).to(torch::kFloat64) * w);
   prior_sum_ += diffusion_.prior_bpd(x0).to(torch::kFloat64).mean();
   prior_batches_ += 1;
 }
@@ -118,6 +122,38 @@ BoundSnapshot TrainingMonitor::interval_bound() const {
   return b;
 }
 
+// Diffusion step s is timestep index s − 1; the decoder's step 1 first, then the bound's ranges.
+std::vector<std::pair<int64_t, int64_t>> TrainingMonitor::index_ranges() const {
+  std::vector<std::pair<int64_t, int64_t>> out = {{0, 1}};
+  for (const auto& [first, last] : ranges_) out.emplace_back(first - 1, last);
+  return out;
+}
+
+std::vector<double> TrainingMonitor::log_variance_by_range() const {
+  const torch::Tensor sum = log_variance_sum_.cpu(), count = count_.cpu();
+  std::vector<double> out;
+  size_t r = 0;
+  for (const auto& [lo, hi] : index_ranges()) {
+    const double n = count.slice(0, lo, hi).sum().item<double>();
+    const std::vector<double>& last = current_.log_variance_by_range;
+    out.push_back(n > 0 ? sum.slice(0, lo, hi).sum().item<double>() / n : (r < last.size() ? last[r] : 0.0));
+    ++r;
+  }
+  return out;
+}
+
+std::vector<double> TrainingMonitor::sampler_probability_by_range() const {
+  const torch::Tensor p = timestep_sampler_->probabilities().cpu();
+  std::vector<double> out;
+  for (const auto& [lo, hi] : index_ranges()) out.push_back(p.slice(0, lo, hi).sum().item<double>());
+  return out;
+}
+
+int64_t TrainingMonitor::timestep_sampler_filled() const {
+  if (timestep_sampler_ == nullptr) return -1;
+  return (timestep_sampler_->counts() == LossSecondMomentSampler::kHistory).sum().item<int64_t>();
+}
+
 void TrainingMonitor::report(const StepReport& report, double param_norm) {
   current_.steps = report.step;
   current_.images = report.step * config_.train.batch_size;
@@ -127,6 +163,8 @@ void TrainingMonitor::report(const StepReport& report, double param_norm) {
   current_.learning_rate = report.lr;
   current_.images_per_second = report.images_per_second / static_cast<double>(mpi_.world_size());
   current_.train_bound = interval_bound();
+  if (diffusion_.learns_variance()) current_.log_variance_by_range = log_variance_by_range();
+  if (timestep_sampler_ != nullptr) current_.sampler_probability_by_range = sampler_probability_by_range();
   const torch::Tensor mse = mse_sum_.cpu(), count = count_.cpu();
   const int64_t T = diffusion_.num_timesteps();
   double all_sum = 0, all_count = 0;
@@ -146,6 +184,7 @@ void TrainingMonitor::report(const StepReport& report, double param_norm) {
   vb_sum_.zero_();
   mse_sum_.zero_();
   count_.zero_();
+  log_variance_sum_.zero_();
   prior_sum_.zero_();
   prior_batches_.zero_();
 }

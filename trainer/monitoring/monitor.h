@@ -11,6 +11,7 @@
 #include "distributed/mpi_context.h"
 #include "trainer/config/config.h"
 #include "trainer/diffusion/diffusion.h"
+#include "trainer/diffusion/timestep_sampler.h"
 #include "trainer/eval/inference.h"
 #include "trainer/monitoring/metrics.h"
 #include "trainer/monitoring/progress.h"
@@ -24,10 +25,16 @@ class TrainingMonitor {
   TrainingMonitor(const Config& config, const MpiContext& mpi, const GaussianDiffusion& diffusion,
                   const torch::Device& device);
 
-  // Per step, from what the step computed anyway (ε_θ of the batch): the bound terms L_t of the sampled t,
-  // ε-MSE by t, L_T of the batch. No extra forward pass, no host sync.
-  void observe_batch(const torch::Tensor& eps, const torch::Tensor& noise, const torch::Tensor& x0,
-                     const torch::Tensor& x_t, const torch::Tensor& t);
+  // Per step, from what the step computed anyway (the model's output on the batch): the bound terms L_t of the
+  // sampled t, ε-MSE by t, the mean log σ² by t (a learned variance), L_T of the batch. No extra forward pass, no
+  // host sync. `weights`: the importance weights 1/(T·p_t) of an importance-sampled t (undefined: uniform t), so
+  // that the range sums stay estimates of the uniform-t ones.
+  void observe_batch(const torch::Tensor& output, const torch::Tensor& noise, const torch::Tensor& x0,
+                     const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& weights = {});
+  // The importance sampler of t whose probabilities are exported at every report (null: none).
+  void watch_timestep_sampler(const LossSecondMomentSampler* sampler) { timestep_sampler_ = sampler; }
+  // How many timesteps have a full loss history (the sampler is warm at T); -1 without a sampler. A host sync.
+  int64_t timestep_sampler_filled() const;
   void observe_phases(double data_wait, double forward_backward, double exposed_comm, double optimizer);
   void observe_sync(const SyncStats& stats);
   void observe_checkpoint(int64_t step, double seconds, double bytes);
@@ -43,6 +50,12 @@ class TrainingMonitor {
 
  private:
   BoundSnapshot interval_bound() const;
+  // Timestep index ranges [lo, hi): step 1 (the decoder), then monitoring.bound_ranges' ranges of steps 2..T.
+  std::vector<std::pair<int64_t, int64_t>> index_ranges() const;
+  // The interval's mean log σ² (per dimension) over each index range, importance-weighted like the bound terms.
+  std::vector<double> log_variance_by_range() const;
+  // The timestep sampler's probability mass on each index range.
+  std::vector<double> sampler_probability_by_range() const;
 
   const Config& config_;
   const MpiContext& mpi_;
@@ -55,7 +68,8 @@ class TrainingMonitor {
   MetricsSnapshot current_;
   // Interval sums on the device, indexed by timestep index: Σ L_t, Σ ε-MSE, counts; and Σ L_T, batches. All
   // updated in place on the device, so that a captured CUDA graph of the training step keeps adding to them.
-  torch::Tensor vb_sum_, mse_sum_, count_, prior_sum_, prior_batches_;
+  torch::Tensor vb_sum_, mse_sum_, count_, prior_sum_, prior_batches_, log_variance_sum_;
+  const LossSecondMomentSampler* timestep_sampler_ = nullptr;
 };
 
 }  // namespace ddpm

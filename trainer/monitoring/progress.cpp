@@ -86,8 +86,9 @@ void Progress::report(const StepReport& r) {
          << ",\"lr\":" << json_number(r.lr) << ",\"images_per_second\":" << json_number(r.images_per_second)
          << ",\"eta_seconds\":" << json_number(r.eta_seconds)
          << ",\"comm_exposed_seconds\":" << json_number(r.comm_exposed_seconds)
-         << ",\"comm_total_seconds\":" << json_number(r.comm_total_seconds) << ",\"skipped_steps\":" << r.skipped_steps
-         << "}\n";
+         << ",\"comm_total_seconds\":" << json_number(r.comm_total_seconds) << ",\"skipped_steps\":" << r.skipped_steps;
+    if (r.timestep_sampler_filled >= 0) log_ << ",\"timestep_sampler_filled\":" << r.timestep_sampler_filled;
+    log_ << "}\n";
     log_.flush();
   }
 }

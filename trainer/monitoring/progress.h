@@ -21,6 +21,7 @@ struct StepReport {
   double comm_exposed_seconds = 0.0;  // last step: waiting for gradients after backward returned
   double comm_total_seconds = 0.0;    // last step: first bucket launched → last bucket reduced
   int64_t skipped_steps = 0;          // since this process started: non-finite loss or gradient on some rank
+  int64_t timestep_sampler_filled = -1;  // loss_second_moment: timesteps with a full loss history (-1: uniform t)
 };
 
 // "1h02m", "3m05s", "42s"
