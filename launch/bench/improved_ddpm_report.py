@@ -31,31 +31,46 @@ def range_sums(per_t, edges):
 
 
 def plot(path, runs):
-    width, height, left, right, top, bottom = 900, 540, 80, 250, 40, 60
+    """Two panels over a log t axis (the early steps hold most of the bound): each run's L_t on a log scale, and
+    each run's L_t divided by the first run's."""
+    width, left, right, top, panel_h, gap, bottom = 900, 80, 250, 40, 330, 70, 60
+    height = top + 2 * panel_h + gap + bottom
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     series = [(name, np.asarray(bound["per_t_bpd"], dtype=np.float64)) for name, (bound, _, _) in runs]
     T = len(series[0][1])
+    plot_w = width - left - right
+    x_of = lambda t: left + plot_w * math.log10(t + 1) / math.log10(T)  # t: index, step t + 1
     values = np.concatenate([s for _, s in series])
-    lo = math.floor(math.log10(max(values[values > 0].min(), 1e-6)))
+    lo = math.floor(math.log10(max(values[values > 0].min(), 1e-7)))
     hi = math.ceil(math.log10(values.max()))
-    plot_w, plot_h = width - left - right, height - top - bottom
-    x_of = lambda t: left + plot_w * t / (T - 1)
-    y_of = lambda v: top + plot_h * (hi - math.log10(max(v, 10.0 ** lo))) / (hi - lo)
-    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
-    for e in range(lo, hi + 1):
-        y = y_of(10.0 ** e)
-        draw.line([left, y, left + plot_w, y], fill=(220, 220, 220))
-        draw.text((left - 60, y - 6), f"1e{e:+d}", fill="black")
-    for t in range(0, T + 1, T // 5 if T >= 5 else 1):
-        x = x_of(min(t, T - 1))
-        draw.line([x, top + plot_h, x, top + plot_h + 5], fill="black")
-        draw.text((x - 12, top + plot_h + 10), str(t + 1 if t < T else T), fill="black")
-    draw.text((left + plot_w / 2 - 120, height - 25), "diffusion step t (index 0 = step 1, the decoder L_0)", fill="black")
-    draw.text((left, 10), "bound term per t, bits/dim (ddpm eval, log scale)", fill="black")
+    ratios = [s / np.maximum(series[0][1], 1e-30) for _, s in series]
+    r_lo, r_hi = 0.5, 1.5
+
+    def frame(y0, title, ticks):
+        draw.rectangle([left, y0, left + plot_w, y0 + panel_h], outline="black")
+        draw.text((left, y0 - 18), title, fill="black")
+        for value, y in ticks:
+            draw.line([left, y, left + plot_w, y], fill=(220, 220, 220))
+            draw.text((left - 60, y - 6), value, fill="black")
+        for step in [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]:
+            if step > T:
+                break
+            x = x_of(step - 1)
+            draw.line([x, y0 + panel_h, x, y0 + panel_h + 5], fill="black")
+            draw.text((x - 8, y0 + panel_h + 8), str(step), fill="black")
+
+    y_top = lambda v: top + panel_h * (hi - math.log10(max(v, 10.0 ** lo))) / (hi - lo)
+    frame(top, "bound term L per diffusion step t, bits/dim (ddpm eval; log scales)",
+          [(f"1e{e:+d}", y_top(10.0 ** e)) for e in range(lo, hi + 1)])
+    y1 = top + panel_h + gap
+    y_ratio = lambda r: y1 + panel_h * (r_hi - min(max(r, r_lo), r_hi)) / (r_hi - r_lo)
+    frame(y1, f"L_t / L_t of {series[0][0]}", [(f"{r:.2f}", y_ratio(r)) for r in np.arange(r_lo, r_hi + 1e-9, 0.25)])
+    draw.text((left + plot_w / 2 - 130, height - 25), "diffusion step t (1 = the decoder L_0), log scale", fill="black")
     for k, (name, s) in enumerate(series):
         color = COLORS[k % len(COLORS)]
-        draw.line([(x_of(t), y_of(v)) for t, v in enumerate(s)], fill=color, width=2)
+        draw.line([(x_of(t), y_top(v)) for t, v in enumerate(s)], fill=color, width=2)
+        draw.line([(x_of(t), y_ratio(r)) for t, r in enumerate(ratios[k])], fill=color, width=1)
         draw.line([left + plot_w + 15, top + 20 + 20 * k, left + plot_w + 35, top + 20 + 20 * k], fill=color, width=3)
         draw.text((left + plot_w + 40, top + 14 + 20 * k), name, fill="black")
     image.save(path)

@@ -61,6 +61,26 @@ struct Case {
   ddpm::ModelVariance variance;
 };
 
+// Three images of the case's sampler on an 8-step respacing of T = 1000 (the model sees t = 0, 143, ..., 999), checked
+// against reference_samples; returns them.
+torch::Tensor sample_like_the_reference(ddpm::UNet& model, const Case& c) {
+  const ddpm::GaussianDiffusion base(ddpm::make_beta_schedule(ddpm::BetaSchedule::kLinear, 1000), c.variance);
+  const ddpm::GaussianDiffusion diffusion = ddpm::respace(base, "8");
+  ddpm::SamplerOptions options;
+  options.kind = c.kind;
+  options.eta = c.eta;
+  options.clip_denoised = c.clip;
+  const torch::Tensor images = ddpm::sample_images(model, diffusion, 3, 21, 3, torch::kCPU, options);
+  const torch::Tensor expected = reference_samples(model, diffusion, 3, 21, options);
+  EXPECT_EQ(images.sizes(), expected.sizes()) << c.name;
+  // Float round-off (the inference form, float32 coefficients) moves a pixel across a level at most rarely.
+  const torch::Tensor difference = (images.to(torch::kInt) - expected.to(torch::kInt)).abs();
+  EXPECT_LE(difference.max().item<int>(), 1) << c.name;
+  EXPECT_LT(difference.gt(0).to(torch::kFloat64).mean().item<double>(), 0.01) << c.name;
+  EXPECT_GT(images.to(torch::kFloat64).std().item<double>(), 5.0) << c.name;  // not a flat image
+  return images;
+}
+
 TEST(Sampler, FollowsTheReferenceStepsOnARespacedProcess) {
   ddpm::UNet model = perturbed_model();
   const std::vector<Case> cases = {
@@ -70,23 +90,7 @@ TEST(Sampler, FollowsTheReferenceStepsOnARespacedProcess) {
       {"ddim eta 1, no clip", ddpm::SamplerKind::kDdim, 1.0, false, ddpm::ModelVariance::kFixedLarge},
   };
   std::vector<torch::Tensor> outputs;
-  for (const Case& c : cases) {
-    const ddpm::GaussianDiffusion base(ddpm::make_beta_schedule(ddpm::BetaSchedule::kLinear, 1000), c.variance);
-    const ddpm::GaussianDiffusion diffusion = ddpm::respace(base, "8");  // t = 0, 143, ..., 999 for the model
-    ddpm::SamplerOptions options;
-    options.kind = c.kind;
-    options.eta = c.eta;
-    options.clip_denoised = c.clip;
-    const torch::Tensor images = ddpm::sample_images(model, diffusion, 3, 21, 3, torch::kCPU, options);
-    const torch::Tensor expected = reference_samples(model, diffusion, 3, 21, options);
-    ASSERT_EQ(images.sizes(), expected.sizes());
-    // Float round-off (the inference form, float32 coefficients) moves a pixel across a level at most rarely.
-    const torch::Tensor difference = (images.to(torch::kInt) - expected.to(torch::kInt)).abs();
-    EXPECT_LE(difference.max().item<int>(), 1) << c.name;
-    EXPECT_LT(difference.gt(0).to(torch::kFloat64).mean().item<double>(), 0.01) << c.name;
-    EXPECT_GT(images.to(torch::kFloat64).std().item<double>(), 5.0) << c.name;  // not a flat image
-    outputs.push_back(images);
-  }
+  for (const Case& c : cases) outputs.push_back(sample_like_the_reference(model, c));
   // DDIM with η = 1 has σ_t² = β̃_t (eq. 16): the ancestral step with fixed_small variance, the same draws, so
   // the same images up to round-off. Every other pair is a different sampler, far apart.
   const auto mean_difference = [&](size_t a, size_t b) {
@@ -116,21 +120,7 @@ TEST(Sampler, LearnedVarianceFollowsTheReferenceSteps) {
       {"ddim eta 0, learned_range", ddpm::SamplerKind::kDdim, 0.0, true, ddpm::ModelVariance::kLearnedRange},
   };
   std::vector<torch::Tensor> outputs;
-  for (const Case& c : cases) {
-    const ddpm::GaussianDiffusion base(ddpm::make_beta_schedule(ddpm::BetaSchedule::kLinear, 1000), c.variance);
-    const ddpm::GaussianDiffusion diffusion = ddpm::respace(base, "8");
-    ddpm::SamplerOptions options;
-    options.kind = c.kind;
-    options.eta = c.eta;
-    options.clip_denoised = c.clip;
-    const torch::Tensor images = ddpm::sample_images(model, diffusion, 3, 21, 3, torch::kCPU, options);
-    const torch::Tensor expected = reference_samples(model, diffusion, 3, 21, options);
-    const torch::Tensor difference = (images.to(torch::kInt) - expected.to(torch::kInt)).abs();
-    EXPECT_LE(difference.max().item<int>(), 1) << c.name;
-    EXPECT_LT(difference.gt(0).to(torch::kFloat64).mean().item<double>(), 0.01) << c.name;
-    EXPECT_GT(images.to(torch::kFloat64).std().item<double>(), 5.0) << c.name;
-    outputs.push_back(images);
-  }
+  for (const Case& c : cases) outputs.push_back(sample_like_the_reference(model, c));
   const auto mean_difference = [&](size_t a, size_t b) {
     return (outputs[a].to(torch::kInt) - outputs[b].to(torch::kInt)).abs().to(torch::kFloat64).mean().item<double>();
   };
