@@ -202,6 +202,8 @@ TEST_F(ConfigTest, ImprovedDdpmKeysAndTheirChecks) {
   EXPECT_NE(hybrid_fixed.find("diffusion.loss hybrid"), std::string::npos) << hybrid_fixed;
   EXPECT_NE(hybrid_fixed.find("diffusion.model_variance fixed_large"), std::string::npos) << hybrid_fixed;
   EXPECT_NE(error_of("train:\n  timestep_sampler: importance\n").find("uniform, loss_second_moment"), std::string::npos);
+  // L_simple alone would leave a learned variance untrained (v = 0 from the zero-initialized output conv).
+  EXPECT_NE(error_of("diffusion:\n  model_variance: learned\n").find("diffusion.loss simple does not train"), std::string::npos);
   const std::string fixed = ddpm::model_shape_signature(ddpm::Config());
   EXPECT_EQ(fixed.find("model_variance"), std::string::npos) << fixed;
   ddpm::Config small;

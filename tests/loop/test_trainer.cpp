@@ -196,6 +196,7 @@ TEST_F(TrainerTest, FixedVarianceRunsResumeUnderEitherFixedKindAndRefuseALearned
   EXPECT_EQ(ddpm::list_checkpoints(root_ / "fixed").size(), 2u);
   ddpm::Config learned = smoke("fixed", 12);
   learned.diffusion.model_variance = ddpm::ModelVariance::kLearnedRange;
+  learned.diffusion.loss = ddpm::Objective::kHybrid;
   try {
     train(learned);
     ADD_FAILURE() << "a learned-variance config trained on a fixed-variance run";

@@ -198,6 +198,12 @@ void validate(const Config& config) {
                       choice_name(config.diffusion.model_variance) +
                       " is fixed: use learned_range (or learned), or diffusion.loss simple");
   }
+  // L_simple gives v no gradient: the zero-initialized output would leave a learned variance at v = 0 for good.
+  if (config.diffusion.loss == Objective::kSimple && learns_variance(config.diffusion.model_variance)) {
+    throw ConfigError(file + ": diffusion.loss simple does not train diffusion.model_variance " +
+                      choice_name(config.diffusion.model_variance) +
+                      " (the ε-MSE gives the variance no gradient): use hybrid (L_simple + 0.001·L_vlb), kl or rescaled_kl");
+  }
   if (config.model.channels % 32 != 0) {
     throw ConfigError(file + ": model.channels " + std::to_string(config.model.channels) +
                       " must be a multiple of 32 (GroupNorm with 32 groups)");

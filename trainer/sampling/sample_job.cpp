@@ -21,12 +21,17 @@ namespace {
 
 constexpr int64_t kMaxGridImages = 4096;  // a grid is for looking at: beyond this, an .npz or --png-dir
 
-// The process sampled: β (so the schedule and the respacing) and the model variance (fixed_large or fixed_small).
+// The process sampled: β (so the schedule and the respacing) and the model variance (a fixed table, or the name of a
+// learned kind, whose table is all NaN; the fixed kinds hash as in earlier builds, so their jobs still resume).
 uint32_t diffusion_crc(const GaussianDiffusion& diffusion) {
   uLong crc = crc32(0L, Z_NULL, 0);
   for (const torch::Tensor& table : {diffusion.betas(), diffusion.model_log_variance_table(), diffusion.timestep_map()}) {
     const torch::Tensor bytes = table.cpu().contiguous();
     crc = crc32_z(crc, static_cast<const Bytef*>(bytes.data_ptr()), static_cast<z_size_t>(bytes.nbytes()));
+  }
+  if (diffusion.learns_variance()) {
+    const std::string kind = to_string(diffusion.model_variance());
+    crc = crc32_z(crc, reinterpret_cast<const Bytef*>(kind.data()), static_cast<z_size_t>(kind.size()));
   }
   return static_cast<uint32_t>(crc);
 }
