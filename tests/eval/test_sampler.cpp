@@ -81,6 +81,11 @@ torch::Tensor sample_like_the_reference(ddpm::UNet& model, const Case& c) {
   return images;
 }
 
+// The mean absolute difference of two uint8 image sets, in levels.
+double mean_level_difference(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kInt) - b.to(torch::kInt)).abs().to(torch::kFloat64).mean().item<double>();
+}
+
 TEST(Sampler, FollowsTheReferenceStepsOnARespacedProcess) {
   ddpm::UNet model = perturbed_model();
   const std::vector<Case> cases = {
@@ -93,9 +98,7 @@ TEST(Sampler, FollowsTheReferenceStepsOnARespacedProcess) {
   for (const Case& c : cases) outputs.push_back(sample_like_the_reference(model, c));
   // DDIM with η = 1 has σ_t² = β̃_t (eq. 16): the ancestral step with fixed_small variance, the same draws, so
   // the same images up to round-off. Every other pair is a different sampler, far apart.
-  const auto mean_difference = [&](size_t a, size_t b) {
-    return (outputs[a].to(torch::kInt) - outputs[b].to(torch::kInt)).abs().to(torch::kFloat64).mean().item<double>();
-  };
+  const auto mean_difference = [&](size_t a, size_t b) { return mean_level_difference(outputs[a], outputs[b]); };
   EXPECT_LE((outputs[1].to(torch::kInt) - outputs[3].to(torch::kInt)).abs().max().item<int>(), 1);
   for (size_t a = 0; a < outputs.size(); ++a) {
     for (size_t b = a + 1; b < outputs.size(); ++b) {
@@ -121,9 +124,7 @@ TEST(Sampler, LearnedVarianceFollowsTheReferenceSteps) {
   };
   std::vector<torch::Tensor> outputs;
   for (const Case& c : cases) outputs.push_back(sample_like_the_reference(model, c));
-  const auto mean_difference = [&](size_t a, size_t b) {
-    return (outputs[a].to(torch::kInt) - outputs[b].to(torch::kInt)).abs().to(torch::kFloat64).mean().item<double>();
-  };
+  const auto mean_difference = [&](size_t a, size_t b) { return mean_level_difference(outputs[a], outputs[b]); };
   EXPECT_GT(mean_difference(0, 1), 2.0);  // v read as log σ² itself is another variance than the interpolation
   EXPECT_GT(mean_difference(0, 2), 2.0);
 }

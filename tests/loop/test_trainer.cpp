@@ -207,6 +207,21 @@ TEST_F(TrainerTest, FixedVarianceRunsResumeUnderEitherFixedKindAndRefuseALearned
     EXPECT_NE(what.find((root_ / "fixed").string()), std::string::npos) << what;
   }
   EXPECT_EQ(ddpm::list_checkpoints(root_ / "fixed").size(), 2u);
+  // And the other way round: a learned-variance run refuses a fixed-variance config.
+  ddpm::Config learned_run = smoke("learned", 2);
+  learned_run.diffusion.model_variance = ddpm::ModelVariance::kLearnedRange;
+  learned_run.diffusion.loss = ddpm::Objective::kHybrid;
+  train(learned_run);
+  try {
+    train(smoke("learned", 4));
+    ADD_FAILURE() << "a fixed-variance config trained on a learned-variance run";
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("diffusion.model_variance learned_range in the checkpoint, a kind with the default model shape in "
+                        "the config"),
+              std::string::npos)
+        << what;
+  }
 }
 
 ddpm::Config importance_sampled(ddpm::Config config) {
@@ -247,6 +262,13 @@ TEST_F(TrainerTest, LossSecondMomentResumesBitExactlyAndWarmsUp) {
   const ddpm::Checkpoint plain = ddpm::read_checkpoint(root_ / "uniform" / ddpm::checkpoint_file_name(4));
   EXPECT_TRUE(torch::equal(cold.tensors.at("model/conv_out.weight"), plain.tensors.at("model/conv_out.weight")));
   EXPECT_EQ(plain.tensors.count("timestep_sampler/counts"), 0u);
+  // That uniform run resumed under loss_second_moment: a warning, and a history of only the new steps' 4 x 16 losses.
+  testing::internal::CaptureStderr();
+  train(importance_sampled(smoke("uniform", 8)));
+  const std::string printed = testing::internal::GetCapturedStderr();
+  EXPECT_NE(printed.find("holds no timestep sampler state"), std::string::npos) << printed;
+  const ddpm::Checkpoint resumed = ddpm::read_checkpoint(root_ / "uniform" / ddpm::checkpoint_file_name(8));
+  EXPECT_EQ(resumed.tensors.at("timestep_sampler/counts").sum().item<int64_t>(), 64);
 }
 
 TEST_F(TrainerTest, RunDirectoryOfAnotherRunIsRefusedAndLeftAlone) {

@@ -42,20 +42,20 @@ std::string shape_differences(const std::string& saved, const std::string& curre
   };
   std::string out;
   const auto add = [&](const std::string& text) { out += (out.empty() ? "" : "; ") + text; };
+  const auto one_sided = [&](const std::string& key, const std::string& value, const char* where, const char* other) {
+    add(key + " " + value + " in the " + where + ", a kind with the default model shape in the " + other +
+        " (the key is recorded only where it changes the model)");
+  };
   for (const auto& [key, value] : a) {
     const std::string* other = find(b, key);
     if (other == nullptr) {
-      add(key + " " + value + " in the checkpoint, a kind with the default model shape in the config (the key is recorded "
-          "only where it changes the model)");
+      one_sided(key, value, "checkpoint", "config");
     } else if (*other != value) {
       add(key + " " + value + " in the checkpoint, " + *other + " in the config");
     }
   }
   for (const auto& [key, value] : b) {
-    if (find(a, key) == nullptr) {
-      add(key + " " + value + " in the config, a kind with the default model shape in the checkpoint (the key is recorded "
-          "only where it changes the model)");
-    }
+    if (find(a, key) == nullptr) one_sided(key, value, "config", "checkpoint");
   }
   return out;
 }

@@ -80,7 +80,7 @@ StepOutputs TrainStep::enqueue(const Inputs& in, const StepHooks& hooks) {
     const torch::Tensor loss = hooks.loss(per_example.mean() / static_cast<double>(micro));
     loss_sum += loss.detach();
     if (timestep_sampler_ != nullptr) example_losses.push_back(losses.loss.detach());
-    monitor_.observe_batch(output, noise, x0, x_t, t, weights);
+    monitor_.observe_batch(losses, output, x0, x_t, t, weights);
     hooks.mark(Phase::kForward);
     // Gradients accumulate locally; only the last micro-batch's backward starts the all-reduce.
     if (synchronizer_ && m == micro - 1) synchronizer_->begin();

@@ -119,18 +119,19 @@ std::vector<MetricFamily> MetricsRegistry::Collect() const {
   ranges("eval", s.eval_bound);
   // Step 1 (the decoder) is range "1-1"; the rest are the bound's ranges.
   const auto step_range_label = [&](size_t i) { return i == 0 ? std::string("1-1") : range_label(ranges_[i - 1]); };
-  for (size_t i = 0; i < s.log_variance_by_range.size() && i <= ranges_.size(); ++i) {
-    f.gauge("ddpm_model_log_variance",
-            "Mean log sigma^2 per dimension of the learned reverse-process variance on the training batches, by range "
-            "of diffusion steps t",
-            s.log_variance_by_range[i], {{"t_range", step_range_label(i)}});
-  }
-  for (size_t i = 0; i < s.sampler_probability_by_range.size() && i <= ranges_.size(); ++i) {
-    f.gauge("ddpm_timestep_sampler_probability",
-            "Probability the importance sampler of t (loss_second_moment) gives a range of diffusion steps t "
-            "(uniform: the range's share of T)",
-            s.sampler_probability_by_range[i], {{"t_range", step_range_label(i)}});
-  }
+  const auto by_step_range = [&](const std::string& name, const std::string& help, const std::vector<double>& values) {
+    for (size_t i = 0; i < values.size() && i <= ranges_.size(); ++i) {
+      f.gauge(name, help, values[i], {{"t_range", step_range_label(i)}});
+    }
+  };
+  by_step_range("ddpm_model_log_variance",
+                "Mean log sigma^2 per dimension of the learned reverse-process variance on the training batches, by "
+                "range of diffusion steps t",
+                s.log_variance_by_range);
+  by_step_range("ddpm_timestep_sampler_probability",
+                "Probability the importance sampler of t (loss_second_moment) gives a range of diffusion steps t "
+                "(uniform: the range's share of T)",
+                s.sampler_probability_by_range);
   if (s.eval_bound.valid) f.gauge("ddpm_bound_eval_step", "Training step of the last full bound evaluation", static_cast<double>(s.eval_step));
   f.gauge("ddpm_grad_norm", "Global gradient norm before clipping", s.grad_norm);
   f.gauge("ddpm_param_norm", "Global parameter norm", s.param_norm);

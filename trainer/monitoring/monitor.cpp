@@ -65,17 +65,24 @@ TrainingMonitor::TrainingMonitor(const Config& config, const MpiContext& mpi, co
   }
 }
 
-void TrainingMonitor::observe_batch(const torch::Tensor& output, const torch::Tensor& noise, const torch::Tensor& x0,
+void TrainingMonitor::observe_batch(const TrainingLosses& losses, const torch::Tensor& output, const torch::Tensor& x0,
                                     const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& weights) {
   torch::NoGradGuard no_grad;
-  const ReverseStep p = diffusion_.p_mean_variance(output.detach(), x_t, t, /*clip_denoised=*/false);
-  const torch::Tensor w = weights.defined() ? weights.to(torch::kFloat64) : torch::ones({t.size(0)}, vb_sum_.options());
-  const torch::Tensor terms = diffusion_.vb_terms_bpd(p, x0, x_t, t).to(torch::kFloat64);
-  const torch::Tensor mse = GaussianDiffusion::simple_loss(p.eps, noise).to(torch::kFloat64);
-  vb_sum_.index_add_(0, t, terms * w);
-  mse_sum_.index_add_(0, t, mse * w);
-  count_.index_add_(0, t, w);
-  if (diffusion_.learns_variance()) log_variance_sum_.index_add_(0, t, mean_flat(p.log_variance).to(torch::kFloat64) * w);
+  // The bound terms: the objective's (kl, rescaled_kl and hybrid computed them, hybrid's with the same values from
+  // its frozen mean), else from the output.
+  const torch::Tensor vb = losses.vb.defined() ? losses.vb.detach()
+                                               : diffusion_.vb_terms_bpd(output.detach(), x0, x_t, t, /*clip_denoised=*/false);
+  const auto weighted = [&](const torch::Tensor& per_example) {
+    const torch::Tensor values = per_example.detach().to(torch::kFloat64);
+    return weights.defined() ? values * weights.to(torch::kFloat64) : values;
+  };
+  vb_sum_.index_add_(0, t, weighted(vb));
+  mse_sum_.index_add_(0, t, weighted(losses.mse));
+  count_.index_add_(0, t, weights.defined() ? weights.to(torch::kFloat64) : torch::ones({t.size(0)}, vb_sum_.options()));
+  if (diffusion_.learns_variance()) {
+    const torch::Tensor v = diffusion_.split_model_output(output.detach(), x_t).v;
+    log_variance_sum_.index_add_(0, t, weighted(mean_flat(diffusion_.model_log_variance(v, t, x_t))));
+  }
   prior_sum_ += diffusion_.prior_bpd(x0).to(torch::kFloat64).mean();
   prior_batches_ += 1;
 }

@@ -11,6 +11,7 @@
 #include "distributed/mpi_context.h"
 #include "trainer/config/config.h"
 #include "trainer/diffusion/diffusion.h"
+#include "trainer/diffusion/losses.h"
 #include "trainer/diffusion/timestep_sampler.h"
 #include "trainer/eval/inference.h"
 #include "trainer/monitoring/metrics.h"
@@ -25,11 +26,11 @@ class TrainingMonitor {
   TrainingMonitor(const Config& config, const MpiContext& mpi, const GaussianDiffusion& diffusion,
                   const torch::Device& device);
 
-  // Per step, from what the step computed anyway (the model's output on the batch): the bound terms L_t of the
-  // sampled t, ε-MSE by t, the mean log σ² by t (a learned variance), L_T of the batch. No extra forward pass, no
-  // host sync. `weights`: the importance weights 1/(T·p_t) of an importance-sampled t (undefined: uniform t), so
-  // that the range sums stay estimates of the uniform-t ones.
-  void observe_batch(const torch::Tensor& output, const torch::Tensor& noise, const torch::Tensor& x0,
+  // Per step, from what the step computed anyway (the model's output on the batch and its losses): the bound terms
+  // L_t of the sampled t (the objective's own when it has them), ε-MSE by t, the mean log σ² by t (a learned
+  // variance), L_T of the batch. No extra forward pass, no host sync. `weights`: the importance weights 1/(T·p_t) of
+  // an importance-sampled t (undefined: uniform t), so that the range sums stay estimates of the uniform-t ones.
+  void observe_batch(const TrainingLosses& losses, const torch::Tensor& output, const torch::Tensor& x0,
                      const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& weights = {});
   // The importance sampler of t whose probabilities are exported at every report (null: none).
   void watch_timestep_sampler(const LossSecondMomentSampler* sampler) { timestep_sampler_ = sampler; }
