@@ -195,6 +195,54 @@ PY
       cp "$good" "$FX/ckpt-000000005.ddpm"  # holds step 2
       : >"$FX/empty.ddpm"
       cp "$WORK/master_run/config.yaml" "$FX/config.yaml" ;;
+    diffusers_dirs)  # the 1-rank run's ckpt-2 exported (good), and damaged copies of it, one per case
+      build_master_run; mkdir -p "$FX"
+      # shellcheck disable=SC2086
+      "$DDPM" export ${TINY//\{RUN\}/$WORK/master_run} --output "$FX/good" >"$FX/export.log" 2>&1 ||
+        { echo "FAIL: cannot export the diffusers fixture:"; tail -n 3 "$FX/export.log"; exit 1; }
+      python3 - "$FX" <<'PY'
+import json, os, shutil, struct, sys
+fx = sys.argv[1]
+WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
+def read(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    return json.loads(b[8:8 + n]), b[8 + n:]
+def write(path, header, data):  # a valid file of these entries: offsets recomputed, data packed in order
+    out, entries, offset = b"", {}, 0
+    for name, (entry, raw) in header.items():
+        entries[name] = dict(entry, data_offsets=[offset, offset + len(raw)])
+        out, offset = out + raw, offset + len(raw)
+    h = json.dumps(entries).encode()
+    h += b" " * (-len(h) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(h)) + h + out)
+def copy(name):
+    d = os.path.join(fx, name)
+    shutil.copytree(os.path.join(fx, "good"), d)
+    return d, os.path.join(d, WEIGHTS)
+header, data = read(os.path.join(fx, "good", WEIGHTS))
+tensors = {k: (v, data[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in header.items() if k != "__metadata__"}
+d, w = copy("truncated"); open(w, "r+b").truncate(os.path.getsize(w) // 2)
+d, w = copy("huge_header"); b = bytearray(open(w, "rb").read()); b[:8] = struct.pack("<Q", 1 << 40); open(w, "wb").write(b)
+d, w = copy("lying_offsets")  # conv_in.weight's range made to overlap the next tensor's: same bytes, a lie in the header
+b = open(w, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+begin, end = h["conv_in.weight"]["data_offsets"]; h["conv_in.weight"]["data_offsets"] = [begin, end + 4]
+t = json.dumps(h).encode(); t += b" " * (-len(t) % 8); open(w, "wb").write(struct.pack("<Q", len(t)) + t + b[8 + n:])
+d, w = copy("missing_tensor"); write(w, {k: v for k, v in tensors.items() if k != "mid_block.attentions.0.to_v.bias"}, b"")
+d, w = copy("wrong_shape"); changed = dict(tensors); entry, raw = changed["conv_in.weight"]
+changed["conv_in.weight"] = (dict(entry, shape=[16, 2, 3, 3]), raw); write(w, changed, b"")
+d, w = copy("extra_tensor"); changed = dict(tensors); changed["class_embedding.weight"] = ({"dtype": "F32", "shape": [1]}, b"\0" * 4)
+write(w, changed, b"")
+d, w = copy("int_dtype"); changed = dict(tensors); entry, raw = changed["conv_out.bias"]
+changed["conv_out.bias"] = (dict(entry, dtype="I32"), raw); write(w, changed, b"")
+d, w = copy("nan_weight"); changed = dict(tensors); entry, raw = changed["time_embedding.linear_1.weight"]
+changed["time_embedding.linear_1.weight"] = (entry, struct.pack("<I", 0x7FC00000) + raw[4:]); write(w, changed, b"")
+d, w = copy("other_architecture"); c = json.load(open(os.path.join(d, "unet/config.json")))
+c["_class_name"] = "UNet2DConditionModel"; json.dump(c, open(os.path.join(d, "unet/config.json"), "w"))
+d, w = copy("bin_only"); os.remove(w); open(os.path.join(d, "unet/diffusion_pytorch_model.bin"), "wb").write(b"PK")
+d, w = copy("bad_config_json"); open(os.path.join(d, "unet/config.json"), "w").write('{"in_channels": 1,')
+PY
+      ;;
     *) return 1 ;;
   esac
   touch "$FX.done"
@@ -261,6 +309,11 @@ while IFS= read -r line <&3 || [[ -n "$line" ]]; do  # fd 3: mpirun and ddpm mus
     [[ "$rest" == *"{AND}"* ]] || break
     rest="${rest#*\{AND\}}"
   done
+  # A refused export or import leaves no output behind, not even its hidden partial directory.
+  if [[ "$code" -ne 0 && ( " $command " == *" export "* || " $command " == *" import "* ) ]]; then
+    [[ -e "$OUT" ]] && problems+=" $OUT was left behind;"
+    compgen -G "$WORK/out/.*partial*" >/dev/null && problems+=" a partial output was left in $WORK/out;"
+  fi
   if [[ -n "$hashes" ]] && ! (cd "$RUN" && sha256sum --quiet -c - <<<"$hashes" >/dev/null 2>&1); then
     problems+=" the run directory's files changed (something was lost);"
   fi

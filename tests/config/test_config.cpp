@@ -143,7 +143,7 @@ TEST_F(ConfigTest, MissingFileAndInvalidYamlAreClear) {
 // have, fails here. Unknown keys also fail loading, but a missing one would silently take the default.
 TEST_F(ConfigTest, ShippedConfigsListEveryKeyOfTheSchemaOnceInItsOrder) {
   const std::vector<std::string> schema = ddpm::config_keys();
-  EXPECT_EQ(schema.size(), 50u);  // a key added or removed: update the shipped configs and this count
+  EXPECT_EQ(schema.size(), 51u);  // a key added or removed: update the shipped configs and this count
   for (const char* name : {"cifar10.yaml", "fashion_mnist.yaml", "smoke.yaml"}) {
     const YAML::Node root = YAML::LoadFile((fs::path(DDPM_SOURCE_DIR) / "configs" / name).string());
     std::vector<std::string> listed;
@@ -212,6 +212,20 @@ TEST_F(ConfigTest, ImprovedDdpmKeysAndTheirChecks) {
   EXPECT_NE(ddpm::model_shape_signature(config).find("diffusion.model_variance: learned_range\n"), std::string::npos);
   EXPECT_EQ(ddpm::unet_options(config).out_channels, 2);  // ε and v
   EXPECT_EQ(ddpm::unet_options(small).out_channels, 1);
+}
+
+// Ho et al.'s padding (0) is a different function of the same weights: it is in the signature. The default (1) is not,
+// so that the checkpoints of earlier builds, which had no key and padded 1, still match.
+TEST_F(ConfigTest, DownsamplePaddingEntersTheSignatureOnlyWhenItIsTheReferences) {
+  const ddpm::Config defaults;
+  EXPECT_EQ(defaults.model.downsample_padding, 1);
+  EXPECT_EQ(ddpm::model_shape_signature(defaults).find("downsample_padding"), std::string::npos);
+  const ddpm::Config paper = ddpm::load_config(write("{}"), {"model.downsample_padding=0"});
+  EXPECT_NE(ddpm::model_shape_signature(paper).find("model.downsample_padding: 0\n"), std::string::npos);
+  EXPECT_EQ(ddpm::unet_options(paper).downsample_padding, 0);
+  const std::string two = error_of("model:\n  downsample_padding: 2\n");
+  EXPECT_NE(two.find("model.downsample_padding: must be in [0, 1], got 2"), std::string::npos) << two;
+  EXPECT_EQ(ddpm::load_config((fs::path(DDPM_SOURCE_DIR) / "configs" / "cifar10.yaml").string()).model.downsample_padding, 0);
 }
 
 TEST_F(ConfigTest, KeysAreListedWithTypeDefaultAndHelp) {

@@ -14,6 +14,7 @@ FUZZ_TARGETS=(
   "fuzz_image 4096 500"
   "fuzz_checkpoint_header 8192 20000"
   "fuzz_npz 8192 20000"
+  "fuzz_safetensors 8192 20000"
 )
 
 # run_target TARGET MAX_LEN CORPUS_DIR LOG [libFuzzer flags...]: runs the target on CORPUS_DIR (which it grows);

@@ -16,11 +16,16 @@
   record with zipfile's ZIP64 limit lowered) after the flag byte 0, and single .npy entries (format 1.0, 2.0, 3.0)
   after flag 1 (stored) or 2 (deflated). numpy comes from setup.sh's virtual environment (--numpy-python, default
   $DDPM_TORCH_ENV/bin/python); without it these seeds are kept as they are.
+- fuzz_safetensors: small files laid out as safetensors' reference writer lays them out (compact JSON, "__metadata__"
+  first, the header padded with spaces to a multiple of 8), written here with struct and json: F32, BF16 and F16
+  tensors with and without "__metadata__", a 0-dim and a zero-size tensor among other dtypes, an empty file, and
+  one by another writer (header keys out of order, data not in name order, no padding).
 Only these files are (re)written: the other files of the corpus folders, the inputs of bugs the fuzzers found
 (named regression-*), are left as they are.
 """
 import argparse
 import gzip
+import json
 import os
 import struct
 import subprocess
@@ -215,6 +220,52 @@ def npz_seeds(python, work):
             write("fuzz_npz", name, f.read())
 
 
+def safetensors_file(tensors, metadata=None, pad=True):
+    """A safetensors file of (name, dtype, shape, data) tensors, their data in that order."""
+    header = {}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    offset = 0
+    for name, dtype, shape, data in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if pad:
+        text += b" " * (-len(text) % 8)  # the reference pads so that the data starts at a multiple of 8
+    return struct.pack("<Q", len(text)) + text + b"".join(data for _, _, _, data in tensors)
+
+
+def safetensors_seeds():
+    def f32(*values):
+        return struct.pack("<%df" % len(values), *values)
+
+    def bf16(*values):  # the upper half of each float32 (exact for these values)
+        return b"".join(f32(v)[2:] for v in values)
+
+    def f16(*values):
+        return struct.pack("<%de" % len(values), *values)
+
+    write("fuzz_safetensors", "f32_2x3.safetensors",
+          safetensors_file([("weight", "F32", [2, 3], f32(1, -2, 0.5, 0, 3.25, -1e-3))]))
+    write("fuzz_safetensors", "bf16_f16_metadata.safetensors",
+          safetensors_file([("ema.bf16", "BF16", [4], bf16(1, -2, 0.5, 256)),
+                            ("half", "F16", [2, 2], f16(1, -1, 0.25, 65504))], metadata={"format": "pt"}))
+    write("fuzz_safetensors", "zero_size_0dim_mixed.safetensors",
+          safetensors_file([("bias", "F32", [0, 3], b""),
+                            ("flags", "BOOL", [2], b"\x01\x00"),
+                            ("mu", "F64", [1], struct.pack("<d", 0.1)),
+                            ("pixels", "U8", [3], b"\x00\x7f\xff"),
+                            ("rows", "I32", [2], struct.pack("<2i", -1, 7)),
+                            ("step", "I64", [], struct.pack("<q", 1500))],
+                           metadata={"format": "pt", "step": "1500"}))
+    write("fuzz_safetensors", "empty.safetensors", safetensors_file([]))
+    # Another writer's layout: keys in no particular order, data not in name order, the header unpadded.
+    text = (b'{"z":{"shape":[2],"dtype":"I16","data_offsets":[0,4]},"a":{"data_offsets":[4,8],'
+            b'"dtype":"F32","shape":[]},"__metadata__":{"source":"other writer"}}')
+    write("fuzz_safetensors", "unordered_unpadded.safetensors",
+          struct.pack("<Q", len(text)) + text + struct.pack("<2h", -3, 4) + f32(2.5))
+
+
 def checkpoint_seeds(path):
     with open(path, "rb") as f:
         data = f.read()
@@ -243,6 +294,7 @@ def main():
     config_seeds()
     idx_seeds()
     cifar_seeds()
+    safetensors_seeds()
     with tempfile.TemporaryDirectory() as work:
         image_seeds(work)
         npz_seeds(args.numpy_python, work)

@@ -112,6 +112,39 @@ TEST(UNet, FreshModelPredictsZeroAndTrainingMovesIt) {
   EXPECT_GT(model->forward(x, t).abs().max().item<float>(), 0.0f);
 }
 
+// Ho et al.'s 'SAME' at stride 2 (downsample_padding 0) pads one row and column after and none before; the same
+// weights under improved-diffusion's symmetric padding 1 are another function.
+TEST(UNet, DownsamplePaddingZeroIsTheReferencesSamePadding) {
+  ddpm::UNetOptions options = ddpm::ddpm_cifar10_unet();
+  EXPECT_EQ(options.downsample_padding, 0);
+  const torch::Tensor x = torch::arange(16, torch::kFloat32).reshape({1, 1, 4, 4});
+  const torch::Tensor padded = ddpm::pad_for_downsample(x, options);
+  ASSERT_EQ(padded.sizes(), torch::IntArrayRef({1, 1, 5, 5}));
+  EXPECT_TRUE(torch::equal(padded.slice(2, 0, 4).slice(3, 0, 4), x));  // nothing before
+  EXPECT_EQ(padded.slice(2, 4).abs().sum().item<float>() + padded.slice(3, 4).abs().sum().item<float>(), 0.0f);
+  options.downsample_padding = 1;
+  EXPECT_TRUE(ddpm::pad_for_downsample(x, options).is_same(x));  // the convolution pads
+  options.image_size = 16;
+  options.channels = 32;
+  options.channel_mult = {1, 2};
+  options.attention_resolutions = {8};
+  options.dropout = 0.0;
+  torch::manual_seed(2);
+  ddpm::UNet same(options);
+  options.downsample_padding = 0;
+  torch::manual_seed(2);
+  ddpm::UNet reference(options);
+  torch::NoGradGuard no_grad;
+  for (auto& p : reference->parameters()) p.add_(torch::randn_like(p) * 0.05);
+  const auto params = reference->parameters();
+  auto targets = same->parameters();
+  for (size_t i = 0; i < params.size(); ++i) targets[i].copy_(params[i]);
+  const torch::Tensor input = torch::randn({2, 3, 16, 16}), t = torch::tensor({5, 500});
+  EXPECT_GT((same->forward(input, t) - reference->forward(input, t)).abs().max().item<double>(), 1e-3);
+  options.downsample_padding = 2;
+  EXPECT_THROW(ddpm::UNet{options}, std::invalid_argument);
+}
+
 TEST(UNet, TimestepEmbeddingIsSinusoidal) {
   const torch::Tensor e = ddpm::timestep_embedding(torch::tensor({0, 10}), 8);
   ASSERT_EQ(e.sizes(), torch::IntArrayRef({2, 8}));

@@ -1,5 +1,5 @@
 // UNetInference, the CPU sampling form of the U-Net: the function of UNetImpl::forward up to float round-off, for
-// NCHW and channels-last weights and inputs, CIFAR-like and Fashion-MNIST-like shapes; an image's ε independent of
+// NCHW and channels-last weights and inputs, both downsampling paddings, CIFAR-like and Fashion-MNIST-like shapes; an image's ε independent of
 // its batch bit for bit; the inputs it cannot take refused.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -46,8 +46,10 @@ double max_relative_difference(const torch::Tensor& a, const torch::Tensor& refe
 }
 
 TEST(UNetInference, EqualsTheForwardUpToRoundOff) {
-  for (const ddpm::UNetOptions& options : {small_rgb(), small_gray()}) {
+  for (ddpm::UNetOptions options : {small_rgb(), small_gray()}) {
     for (const bool channels_last : {false, true}) {
+      // Both downsampling paddings: Ho et al.'s (0, explicit) with NCHW weights, improved-diffusion's with NHWC.
+      options.downsample_padding = channels_last ? 1 : 0;
       ddpm::UNet model = perturbed(options, 3);
       if (channels_last) ddpm::use_channels_last(model);
       const ddpm::UNetInference inference(model);
@@ -66,7 +68,7 @@ TEST(UNetInference, EqualsTheForwardUpToRoundOff) {
       }
       ASSERT_GT(reference.abs().max().item<double>(), 0.1);  // a model that computes something
       EXPECT_LT(max_relative_difference(eps, reference), 1e-4)
-          << "side " << options.image_size << ", channels_last " << channels_last;
+          << "side " << options.image_size << ", channels_last " << channels_last << ", padding " << options.downsample_padding;
       // The tolerance is far below what a wrong input makes: the neighbouring timesteps' ε.
       torch::Tensor shifted;
       {

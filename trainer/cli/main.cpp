@@ -31,6 +31,7 @@
 #include "distributed/stop_signal.h"
 #include "trainer/loop/trainer.h"
 #include "trainer/cli/fid_command.h"
+#include "trainer/cli/interop_command.h"
 
 namespace {
 
@@ -367,6 +368,11 @@ int main(int argc, char** argv) {
   ddpm::FidArgs fid_args;
   CLI::App* fid_cmd = ddpm::add_fid_command(app, fid_args);
 
+  ddpm::ExportArgs export_args;
+  CLI::App* export_cmd = ddpm::add_export_command(app, export_args);
+  ddpm::ImportArgs import_args;
+  CLI::App* import_cmd = ddpm::add_import_command(app, import_args);
+
   // CLI11 only says "A subcommand is required" for a mistyped one: name it.
   const auto is_subcommand = [&app](const std::string& name) {
     for (const CLI::App* command : app.get_subcommands({})) {
@@ -376,13 +382,16 @@ int main(int argc, char** argv) {
   };
   if (argc > 1 && argv[1][0] != '-' && !is_subcommand(argv[1])) {
     ddpm::print_line("ddpm: error: unknown subcommand '" + std::string(argv[1]) +
-                     "' (expected config, train, sample, eval, bench or fid; see ddpm --help)");
+                     "' (expected config, train, sample, eval, bench, fid, export or import; see ddpm --help)");
     return kExitError;
   }
   CLI11_PARSE(app, argc, argv);
 
-  if (config_cmd->parsed()) {
+  // One process each, no MPI: they read and write files only.
+  if (config_cmd->parsed() || export_cmd->parsed() || import_cmd->parsed()) {
     try {
+      if (export_cmd->parsed()) return ddpm::run_export(export_args);
+      if (import_cmd->parsed()) return ddpm::run_import(import_args);
       return run_config(config_args, keys);
     } catch (const std::exception& e) {
       ddpm::print_line("ddpm: error: " + std::string(e.what()));

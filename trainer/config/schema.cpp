@@ -176,6 +176,14 @@ const std::vector<Field>& schema() {
       row(DDPM_KEY(model, num_res_blocks), int64_t{1}, at_least(1), "residual blocks per level", Part::kShape),
       row(DDPM_KEY(model, attention_resolutions), VI{7}, positive_list(true), "resolutions with self-attention",
           Part::kShape),
+      // Only 0 (Ho et al.'s padding) enters the signature: checkpoints of earlier builds, which padded 1, load as written.
+      with_signature(row(DDPM_KEY(model, downsample_padding), int64_t{1}, between(0, 1),
+                         "the stride-2 downsampling conv's padding: 1 on every side (improved-diffusion), or 0: none "
+                         "before, one after (Ho et al.'s TF 'SAME'; diffusers' downsample_padding 0)",
+                         Part::kShape),
+                     [](const Config& c) {
+                       return c.model.downsample_padding == 1 ? std::string() : std::to_string(c.model.downsample_padding);
+                     }),
       row(DDPM_KEY(model, dropout), 0.1, in_range(0.0, 0.99), "dropout in the residual blocks"),
       row(DDPM_KEY(diffusion, timesteps), int64_t{1000}, at_least(2), "T, the number of diffusion steps", Part::kShape),
       row(DDPM_KEY(diffusion, schedule), BetaSchedule::kLinear, {}, "the β schedule"),

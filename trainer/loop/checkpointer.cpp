@@ -56,7 +56,8 @@ std::string Checkpointer::resume_or_start(TrainState& state) const {
     } catch (const std::exception& e) {
       load_error = "resuming from " + chosen + ": " + e.what();
     }
-    if (saved_world != mpi_.world_size() && mpi_.rank() == 0) {
+    // World size 0: no training job wrote it (ddpm import), so there is no run to continue bit-identically.
+    if (saved_world != 0 && saved_world != mpi_.world_size() && mpi_.rank() == 0) {
       print_line("ddpm: warning: the checkpoint was written by " + std::to_string(saved_world) + " ranks, this job has " +
                  std::to_string(mpi_.world_size()) + ": the run continues, but not bit-identically to an uninterrupted one");
     }

@@ -63,7 +63,7 @@ Trainer::Trainer(const Config& config, const MpiContext& mpi, const torch::Devic
   dataset_ = open_dataset(config_, mpi_);
   make_timestep_sampler();
   start_description_ = checkpointer_.resume_or_start(state_);
-  if (timestep_sampler_ && !state_.absent_extra_state.empty() && mpi_.rank() == 0) {
+  if (timestep_sampler_ && !state_.absent_extra_state.empty() && state_.step > 0 && mpi_.rank() == 0) {
     print_line("ddpm: warning: the checkpoint of step " + std::to_string(state_.step) +
                " holds no timestep sampler state (it was trained with train.timestep_sampler uniform): "
                "loss_second_moment starts from an empty history, drawing t uniformly until every t has " +

@@ -10,8 +10,9 @@ namespace {
 
 constexpr int64_t kGroups = 32;
 
-torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1) {
-  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(kernel / 2));
+torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = -1) {
+  return torch::nn::Conv2d(
+      torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding < 0 ? kernel / 2 : padding));
 }
 
 torch::nn::GroupNorm group_norm(int64_t channels) {
@@ -41,12 +42,19 @@ bool has_attention(const UNetOptions& options, int64_t resolution) {
 
 }  // namespace
 
+torch::Tensor pad_for_downsample(const torch::Tensor& x, const UNetOptions& options) {
+  // TF's 'SAME' for a 3x3 kernel at stride 2 on an even side: nothing before, one row and column after.
+  return options.downsample_padding == 0 ? torch::constant_pad_nd(x, {0, 1, 0, 1}) : x;
+}
+
 torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim) {
   TORCH_CHECK(dim % 2 == 0 && dim >= 4, "timestep embedding dimension must be even and at least 4, got ", dim);
   const int64_t half = dim / 2;
-  const double scale = std::log(10000.0) / static_cast<double>(half - 1);
   const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(t.device());
-  const torch::Tensor frequencies = torch::exp(torch::arange(half, options) * -scale);
+  // exp(-log(10000) i / (half - 1)) in diffusers' order of float32 operations (multiply, then divide): the reference
+  // TF code's order (i · (-log(10000) / (half - 1))) rounds differently, by up to 3e-5 in the embedding at t ≈ 1000,
+  // and a model exported to diffusers' UNet2DModel should be the same function there, bit for bit in this part.
+  const torch::Tensor frequencies = torch::exp(torch::arange(half, options) * -std::log(10000.0) / (half - 1));
   const torch::Tensor arguments = t.to(torch::kFloat32).unsqueeze(1) * frequencies.unsqueeze(0);
   return torch::cat({torch::sin(arguments), torch::cos(arguments)}, 1);
 }
@@ -102,6 +110,9 @@ torch::Tensor AttentionBlockImpl::forward(const torch::Tensor& x) {
 UNetImpl::UNetImpl(const UNetOptions& options) : options_(options) {
   const int64_t levels = static_cast<int64_t>(options.channel_mult.size());
   if (levels == 0) throw std::invalid_argument("U-Net: channel_mult must not be empty");
+  if (options.downsample_padding != 0 && options.downsample_padding != 1) {
+    throw std::invalid_argument("U-Net: downsample_padding must be 0 or 1, got " + std::to_string(options.downsample_padding));
+  }
   if (options.image_size % (int64_t{1} << (levels - 1)) != 0) {
     throw std::invalid_argument("U-Net: image size " + std::to_string(options.image_size) + " cannot be halved " +
                                 std::to_string(levels - 1) + " times");
@@ -131,7 +142,8 @@ UNetImpl::UNetImpl(const UNetOptions& options) : options_(options) {
       skip_channels.push_back(current);
     }
     if (level != levels - 1) {
-      auto down = register_module("downsample_" + std::to_string(level), conv(current, current, 3, 2));
+      auto down = register_module("downsample_" + std::to_string(level),
+                                  conv(current, current, 3, 2, options.downsample_padding));
       default_init(down);
       downsamples_.push_back(down);
       skip_channels.push_back(current);
@@ -188,7 +200,7 @@ torch::Tensor UNetImpl::forward(const torch::Tensor& x, const torch::Tensor& t) 
       skips.push_back(h);
     }
     if (level != levels - 1) {
-      h = downsamples_[static_cast<size_t>(level)](h);
+      h = downsamples_[static_cast<size_t>(level)](pad_for_downsample(h, options_));
       skips.push_back(h);
     }
   }

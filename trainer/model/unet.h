@@ -1,7 +1,8 @@
 // The DDPM U-Net of Ho et al. 2020 (Appendix B; the reference `diffusion_tf/models/unet.py`): a sinusoidal
 // timestep embedding through an MLP, residual blocks (GroupNorm(32), Swish, dropout, the time embedding
 // added between the two convolutions), self-attention at chosen resolutions, strided-conv downsampling,
-// nearest + conv upsampling. The output conv starts at zero, so a fresh model predicts ε = 0.
+// nearest + conv upsampling (the downsampling padding is the reference's or improved-diffusion's: UNetOptions).
+// The output conv starts at zero, so a fresh model predicts ε = 0.
 #pragma once
 #include <torch/torch.h>
 
@@ -15,6 +16,10 @@ namespace ddpm {
 // Sinusoidal embedding of integer timesteps (Vaswani et al. 2017, as in the reference code: frequencies
 // exp(-log(10000) i / (half - 1))), shape [B, dim].
 torch::Tensor timestep_embedding(const torch::Tensor& t, int64_t dim);
+
+// The input of a downsampling convolution: as it is (padding 1, inside the convolution), or with one row and column
+// of zeros after (downsample_padding 0: the convolution pads nothing).
+torch::Tensor pad_for_downsample(const torch::Tensor& x, const UNetOptions& options);
 
 class UNetInference;
 

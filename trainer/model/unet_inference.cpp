@@ -173,7 +173,9 @@ UNetInference::UNetInference(UNet model) : model_(std::move(model)) {
     down_attention_.push_back(make_attention(m.down_stages_[i].attention, level));
   }
   for (size_t level = 0; level < m.downsamples_.size(); ++level) {
-    downsamples_.push_back(pack(m.downsamples_[level], side(static_cast<int64_t>(level))));
+    // downsample_padding 0: the convolution sees the input with a row and a column of zeros added.
+    const int64_t padded = o.downsample_padding == 0 ? 1 : 0;
+    downsamples_.push_back(pack(m.downsamples_[level], side(static_cast<int64_t>(level)) + padded));
   }
   mid1_ = make_block(m.mid_res1_, levels - 1);
   mid_attention_ = make_attention(m.mid_attention_, levels - 1);
@@ -266,7 +268,7 @@ torch::Tensor UNetInference::forward(const torch::Tensor& x, const torch::Tensor
       skips.push_back(h);
     }
     if (level != levels - 1) {
-      h = run(downsamples_[static_cast<size_t>(level)], h);
+      h = run(downsamples_[static_cast<size_t>(level)], pad_for_downsample(h, o));
       skips.push_back(h);
     }
   }
