@@ -79,6 +79,8 @@ esac
 # The shipped config's speed options, which "ours" runs with and the peer copies.
 PRECISION="$("$DDPM" config --config "$CONFIG" | sed -n 's/^  precision: \([a-z0-9]*\).*/\1/p')"
 CHANNELS_LAST="$("$DDPM" config --config "$CONFIG" | sed -n 's/^  channels_last: \([a-z]*\).*/\1/p')"
+# The peer builds the config's function: its downsampling padding too (Ho et al.'s 0 in cifar10.yaml, 1 in smoke.yaml).
+DOWNSAMPLE_PADDING="$("$DDPM" config --config "$CONFIG" | sed -n 's/^  downsample_padding: \([0-9]*\).*/\1/p')"
 [[ "$PART" == peer ]] || : >"$OUT"
 
 row() {  # row JSON: one report line into $OUT (and $BENCH_MIRROR)
@@ -104,7 +106,8 @@ peer() {  # peer NAME MODE: one peer_bench.py run
   [[ "$CHANNELS_LAST" == true ]] && flags+=(--channels-last)
   [[ -n "${PEER_WHEELS:-}" ]] && flags+=(--wheels "$PEER_WHEELS")
   echo "== peer: $name" >&2
-  report="$("$PYTHON" "$REPO_ROOT/launch/bench/peer_bench.py" "${PEER_MODEL[@]}" --batch "$BATCH" --precision "$PRECISION" \
+  report="$("$PYTHON" "$REPO_ROOT/launch/bench/peer_bench.py" "${PEER_MODEL[@]}" --downsample-padding "$DOWNSAMPLE_PADDING" \
+    --batch "$BATCH" --precision "$PRECISION" \
     "${flags[@]}" --mode "$mode" --steps "${PEER_STEPS:-$STEPS}" --warmup "$WARMUP" --sample-batch "$SAMPLE_BATCH" \
     --sample-steps "$SAMPLE_STEPS" "${PROFILE[@]}" | tail -n 1)" || report="{\"error\": \"peer_bench.py exited $?\"}"
   row "{\"name\": \"$name\", $(round_field)\"report\": $report}"

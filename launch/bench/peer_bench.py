@@ -4,7 +4,7 @@ user would write (improved-diffusion's and diffusers' training scripts do the sa
 under torch.compile; then batched ancestral sampling with it. Prints one JSON object on its last line.
 
     python launch/bench/peer_bench.py --device cuda --image-size 32 --in-channels 3 --base-channels 128 \
-        --channel-mult 1,2,2,2 --num-res-blocks 2 --attention-resolutions 16 --dropout 0.1 \
+        --channel-mult 1,2,2,2 --num-res-blocks 2 --attention-resolutions 16 --dropout 0.1 --downsample-padding 0 \
         --batch 128 --precision bf16 --channels-last --mode compile --steps 100 --warmup 20 \
         --sample-batch 256 --sample-steps 1000
 
@@ -39,6 +39,8 @@ def parse_args():
     p.add_argument("--num-res-blocks", type=int, default=2)
     p.add_argument("--attention-resolutions", default="16")
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--downsample-padding", type=int, choices=(0, 1), default=1,
+                   help="the config's model.downsample_padding: 1 pads every side, 0 is Ho et al.'s (0, 1, 0, 1)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     p.add_argument("--channels-last", action="store_true")
@@ -108,7 +110,7 @@ def build_unet(diffusers, args):
         time_embedding_type="positional",
         flip_sin_to_cos=False,
         freq_shift=1,
-        downsample_padding=0,
+        downsample_padding=args.downsample_padding,  # the same function as the config it is compared with
         dropout=args.dropout,
     )
     if "dropout" not in inspect.signature(diffusers.UNet2DModel.__init__).parameters:

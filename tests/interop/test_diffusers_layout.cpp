@@ -134,7 +134,8 @@ TEST(DiffusersConfig, ChecksAUNet2DModelConfigKeyByKey) {
   const ddpm::Config config = shipped("cifar10.yaml");
   const json ours = ddpm::diffusers_unet_config(config);
   EXPECT_NO_THROW(ddpm::check_diffusers_unet_config(ours, config, "c.json"));
-  // google/ddpm-cifar10-32's config.json, as published: keys left out take diffusers' defaults.
+  // A config.json in the form of google/ddpm-cifar10-32's (an early diffusers release's keys): keys left out take
+  // diffusers' defaults.
   const json published = json::parse(R"({"_class_name": "UNet2DModel", "_diffusers_version": "0.0.4", "act_fn": "silu",
       "attention_head_dim": null, "block_out_channels": [128, 256, 256, 256], "center_input_sample": false,
       "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"], "downsample_padding": 0,
@@ -172,7 +173,7 @@ TEST(DiffusersConfig, ChecksAUNet2DModelConfigKeyByKey) {
 TEST(DiffusersConfig, ChecksTheSchedulerAndWarnsOnWhatOnlyChangesSampling) {
   const ddpm::Config config = shipped("cifar10.yaml");
   EXPECT_TRUE(ddpm::check_diffusers_scheduler_config(ddpm::diffusers_scheduler_config(config), config, "s.json").empty());
-  // google/ddpm-cifar10-32's: fixed_small where the config samples fixed_large, a warning only.
+  // In the form of google/ddpm-cifar10-32's: fixed_small where the config samples fixed_large, a warning only.
   const json published = json::parse(R"({"_class_name": "DDPMScheduler", "beta_end": 0.02, "beta_schedule": "linear",
       "beta_start": 0.0001, "clip_sample": true, "num_train_timesteps": 1000, "trained_betas": null, "variance_type": "fixed_small"})");
   const std::vector<std::string> warnings = ddpm::check_diffusers_scheduler_config(published, config, "s.json");
