@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "data/data_error.h"
+#include "data/printable.h"
 
 namespace ddpm {
 
@@ -91,21 +92,6 @@ std::string hex32(uint32_t v) {
   return text;
 }
 
-// A name from the file as it can be printed: a fuzzed or broken archive holds any bytes.
-std::string printable(const std::string& raw) {
-  std::string out;
-  for (const char c : raw) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte >= 0x20 && byte < 0x7f && c != '\\') {
-      out += c;
-    } else {
-      char text[8];
-      std::snprintf(text, sizeof text, "\\x%02x", byte);
-      out += text;
-    }
-  }
-  return out;
-}
 
 uint32_t crc32_of(const uint8_t* data, size_t size, uint32_t crc = 0) {
   uLong value = crc;
@@ -275,7 +261,7 @@ class NpyDictParser {
         seen_shape = true;
         *shape = tuple();
       } else {
-        fail(key_at, "unexpected key '" + printable(key) + "' (a .npy header has descr, fortran_order, shape)");
+        fail(key_at, "unexpected key '" + printable_bytes(key) + "' (a .npy header has descr, fortran_order, shape)");
       }
       skip_spaces();
       if (peek() == ',') {
@@ -305,7 +291,7 @@ class NpyDictParser {
   }
   std::string describe_here() const {
     if (i_ >= text_.size()) return "the end of the header";
-    return "'" + printable(std::string(1, text_[i_])) + "'";
+    return "'" + printable_bytes(std::string(1, text_[i_])) + "'";
   }
   void expect(char c) {
     if (peek() != c) fail(i_, std::string("expected '") + c + "' in the header, got " + describe_here());
@@ -618,7 +604,7 @@ class ArchiveReader {
       }
       Entry entry;
       entry.zip_name.assign(reinterpret_cast<const char*>(p + kCentralHeaderSize), name_size);
-      entry.label = printable(entry.zip_name);
+      entry.label = printable_bytes(entry.zip_name);
       entry.central_offset = at;
       entry.flags = le16(p + 8);
       entry.method = le16(p + 10);
@@ -726,7 +712,7 @@ class ArchiveReader {
     if (std::string(reinterpret_cast<const char*>(variable.data()), name_size) != entry.zip_name) {
       fail_entry(entry, at,
                  "the local header names '" +
-                     printable(std::string(reinterpret_cast<const char*>(variable.data()), name_size)) +
+                     printable_bytes(std::string(reinterpret_cast<const char*>(variable.data()), name_size)) +
                      "', the central directory '" + entry.label + "'");
     }
     if (method != entry.method) {
@@ -912,7 +898,7 @@ class ArchiveReader {
     } else if (descr == "<f8") {
       header.dtype = NpyDtype::kFloat64;
     } else {
-      fail_npy(entry, prefix, "dtype '" + printable(descr) + "' is not supported (only '|u1', '<f4' and '<f8' are)");
+      fail_npy(entry, prefix, "dtype '" + printable_bytes(descr) + "' is not supported (only '|u1', '<f4' and '<f8' are)");
     }
     if (fortran_order) fail_npy(entry, prefix, "fortran_order True is not supported (C order only)");
     header.data_offset = prefix + static_cast<size_t>(header_size);

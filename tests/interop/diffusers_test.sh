@@ -5,10 +5,10 @@
 #            inputs within 1e-5 · max(1, max |ε|) (float32, CPU: the round-off grows with the output's scale; a random
 #            CIFAR-10 U-Net gives |ε| near 5, a trained smoke one below 1), the plain forward and the sampler's UNetInference alike; the same
 #            weights built with the other downsampling padding differ (the comparison can see a wrong padding)
-#   round    export → import → export gives every tensor bitwise; the imported run fine-tunes and samples;
+#   round    export → import → export gives every tensor bitwise; the imported run fine-tunes, samples, evaluates;
 #   trip     a bfloat16 export imports to exactly the bf16-rounded weights
-#   import   UNet2DModels made and saved by diffusers (random weights; the smoke and CIFAR-10 layouts, float32, and
-#            bfloat16): ddpm's ε of the imported checkpoint = diffusers' within 1e-5 (bfloat16: of the same rounded
+#   import   UNet2DModels made and saved by diffusers (random weights; the smoke and CIFAR-10 layouts, float32,
+#            bfloat16 and float16): ddpm's ε of the imported checkpoint = diffusers' within 1e-5 (bfloat16: of the same rounded
 #            weights)
 # Skipped (77) when the torch venv has no diffusers or safetensors (launch/setup.sh installs them).
 # Usage: diffusers_test.sh DDPM_BINARY COMPARE_CHECKPOINTS SOURCE_DIR INTEROP_EPS
@@ -124,6 +124,12 @@ if "$DDPM" sample --config imported/config.yaml --checkpoint "$imported" --num-i
 else
   fail "sampling the import: $(tail -n 2 sample.log)"
 fi
+if "$DDPM" eval --config imported/config.yaml --checkpoint "$imported" --num-images 2 --steps 10 --output eval.json >eval.log 2>&1 &&
+  grep -q '"total_bpd"' eval.json; then
+  ok "ddpm eval evaluates the imported checkpoint: $(grep -o 'bits/dim [0-9.]*' eval.log)"
+else
+  fail "evaluating the import: $(tail -n 2 eval.log)"
+fi
 
 # ---- Models made by diffusers itself. -----------------------------------------------------------------------------
 made() {  # made NAME LAYOUT DTYPE CONFIG_ARGS...: make, import, compare
@@ -143,6 +149,7 @@ ref inputs cifar10_inputs.safetensors --channels 3 --size 32 --batch 2 --timeste
 cp smoke_inputs.safetensors smoke_learned_range_inputs.safetensors
 made smoke smoke float32 "${SMOKE[@]}"
 made smoke_bf16 smoke bfloat16 "${SMOKE[@]}"
+made smoke_fp16 smoke float16 "${SMOKE[@]}"
 made smoke_learned_range smoke_learned_range float32 "${SMOKE[@]}" --set diffusion.model_variance=learned_range --set diffusion.loss=hybrid
 made cifar10 cifar10 float32 "${CIFAR[@]}"
 finish

@@ -163,10 +163,13 @@ TEST(DiffusersConfig, ChecksAUNet2DModelConfigKeyByKey) {
   expect_contains(refused("flip_sin_to_cos", json::value_t::discarded), "flip_sin_to_cos is true");
   expect_contains(refused("_class_name", "UNet2DConditionModel"), "a config of another architecture (_class_name \"UNet2DConditionModel\")");
   expect_contains(refused("cross_attention_dim", 768), "key 'cross_attention_dim' is not one of UNet2DModel's");
-  // One head as wide as the attention blocks is the same network as null; a square [32, 32] is sample_size 32.
+  // One head as wide as the attention blocks is the same network as null; a square [32, 32] is sample_size 32;
+  // "swish" and a "UNetRes" prefix are what diffusers reads as SiLU and the plain block types.
   json one_head = published;
   one_head["attention_head_dim"] = 256;
   one_head["sample_size"] = json({32, 32});
+  one_head["act_fn"] = "swish";
+  one_head["down_block_types"][0] = "UNetResDownBlock2D";
   EXPECT_NO_THROW(ddpm::check_diffusers_unet_config(one_head, config, "c.json"));
 }
 
@@ -190,6 +193,15 @@ TEST(DiffusersConfig, ChecksTheSchedulerAndWarnsOnWhatOnlyChangesSampling) {
   expect_contains(refused("beta_end", 0.012), "beta_end is 0.012");
   expect_contains(refused("prediction_type", "v_prediction"), "prediction_type is 'v_prediction'");
   expect_contains(refused("variance_type", "learned_range"), "variance_type is 'learned_range'");
+  expect_contains(refused("rescale_betas_zero_snr", true), "rescale_betas_zero_snr is true");
+  expect_contains(refused("beta_schedule", 3), "s.json: beta_schedule is 3, expected a string");
+  expect_contains(refused("clip_sample", "yes"), "s.json: clip_sample is \"yes\", expected true or false");
+  json thresholded = published;
+  thresholded["thresholding"] = true;
+  thresholded["variance_type"] = "fixed_large";
+  const std::vector<std::string> notes = ddpm::check_diffusers_scheduler_config(thresholded, config, "s.json");
+  ASSERT_EQ(notes.size(), 1u);
+  expect_contains(notes[0], "thresholding is true");
 }
 
 class DiffusersRoundTrip : public ::testing::Test {
@@ -256,12 +268,32 @@ TEST_F(DiffusersRoundTrip, ExportThenImportGivesTheWeightsBitForBit) {
   EXPECT_TRUE(leftovers().empty());
 }
 
+// The padding is the file's: the same weights under the other padding are another function.
+TEST_F(DiffusersRoundTrip, ImportTakesTheDownsamplingPaddingFromTheFile) {
+  ddpm::ExportRequest request{checkpoint_, "model", ddpm::ExportDtype::kFloat32, dir_ / "exported"};
+  ddpm::export_diffusers(config_, request);  // padding 1, the smoke config's
+  ddpm::Config paper = config_;
+  paper.model.downsample_padding = 0;
+  const ddpm::ImportReport imported = ddpm::import_diffusers(dir_ / "exported", paper, dir_ / "imported");
+  ASSERT_EQ(imported.warnings.size(), 1u);
+  expect_contains(imported.warnings[0], "model.downsample_padding 1 from " + (dir_ / "exported" / "unet" / "config.json").string());
+  EXPECT_EQ(ddpm::load_config(imported.config.string()).model.downsample_padding, 1);
+  const json meta = json::parse(ddpm::read_checkpoint(imported.checkpoint).metadata);
+  EXPECT_EQ(meta["model_shape"].get<std::string>(), ddpm::model_shape_signature(config_));
+  EXPECT_EQ(meta["world_size"], 0);
+}
+
 TEST_F(DiffusersRoundTrip, RefusalsLeaveNothingBehind) {
   fs::create_directories(dir_ / "taken");
   std::ofstream(dir_ / "taken" / "notes.txt") << "mine";
   ddpm::ExportRequest request{checkpoint_, "ema", ddpm::ExportDtype::kFloat32, dir_ / "taken"};
   expect_contains(error_of([&] { ddpm::export_diffusers(config_, request); }), "exists and is not an empty directory");
   EXPECT_TRUE(fs::exists(dir_ / "taken" / "notes.txt"));
+  // "out/" as a shell completes it names out, not an empty name inside it.
+  fs::create_directories(dir_ / "empty");
+  request.output = (dir_ / "empty").string() + "/";
+  ddpm::export_diffusers(config_, request);
+  EXPECT_TRUE(fs::is_regular_file(dir_ / "empty" / "model_index.json"));
   request.output = dir_ / "out";
   request.weights = "ema_0.5";
   expect_contains(error_of([&] { ddpm::export_diffusers(config_, request); }), "--weights ema_0.5: expected model, ema, ema_0.99");

@@ -12,6 +12,8 @@
 #include <tuple>
 #include <utility>
 
+#include "data/printable.h"
+
 namespace ddpm {
 
 namespace {
@@ -44,25 +46,9 @@ bool is_unsupported_dtype(const std::string& dtype) {
                      [&](const char* name) { return dtype == name; });
 }
 
-// Text from the file as it can be printed: a corrupt or fuzzed header holds any bytes. Printable ASCII stays,
-// the rest (and `also_escaped`) becomes \xNN.
-std::string printable(const std::string& raw, char also_escaped = '\\') {
-  std::string out;
-  for (const char c : raw) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte >= 0x20 && byte < 0x7f && c != '\\' && c != also_escaped) {
-      out += c;
-    } else {
-      char text[8];
-      std::snprintf(text, sizeof text, "\\x%02x", byte);
-      out += text;
-    }
-  }
-  return out;
-}
 
 // A name from the file in quotes, a quote inside it escaped so that the name's end is unambiguous.
-std::string quote_name(const std::string& raw) { return "'" + printable(raw, '\'') + "'"; }
+std::string quote_name(const std::string& raw) { return "'" + printable_bytes(raw, '\'') + "'"; }
 
 std::string shape_text(const std::vector<int64_t>& shape) {
   std::string out = "[";
@@ -224,9 +210,9 @@ json parse_header_json(const std::string& bytes, uint64_t header_length, const s
     // e.byte counts from 1 (the character where the parser stopped); the file offset adds the length field.
     const uint64_t at = e.byte > 0 ? e.byte - 1 : 0;
     fail(path, "the header is not valid JSON at byte " + std::to_string(at) + " of the header (file offset " +
-                   std::to_string(kLengthBytes + at) + "): " + printable(e.what()));
+                   std::to_string(kLengthBytes + at) + "): " + printable_bytes(e.what()));
   } catch (const json::exception& e) {
-    fail(path, "the header is not valid JSON: " + printable(e.what()));
+    fail(path, "the header is not valid JSON: " + printable_bytes(e.what()));
   }
   if (!header.is_object()) fail(path, std::string("the header is a JSON ") + header.type_name() + ", not an object");
   return header;

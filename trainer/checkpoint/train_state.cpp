@@ -62,6 +62,14 @@ std::string shape_differences(const std::string& saved, const std::string& curre
 
 }  // namespace
 
+void require_model_shape(const Checkpoint& checkpoint, const std::string& expected) {
+  const nlohmann::json meta = nlohmann::json::parse(checkpoint.metadata);
+  const std::string saved = meta.at("model_shape").get<std::string>();
+  if (saved != expected) {
+    throw std::runtime_error("it holds a model of another shape:\n" + saved + "the config has\n" + expected);
+  }
+}
+
 TrainState::TrainState(UNet built, const AdamOptions& adam, const std::vector<double>& ema_rates)
     : model(std::move(built)),
       parameters(model->parameters()),

@@ -29,6 +29,10 @@ struct CheckpointLabel {
   int world_size = 1;
 };
 
+// Throws std::runtime_error ("it holds a model of another shape: ...", both signatures) unless the checkpoint's
+// recorded model shape is `expected` (the signature of the config that reads it), for a reader of its weights.
+void require_model_shape(const Checkpoint& checkpoint, const std::string& expected);
+
 class TrainState {
  public:
   // Takes the model as built (and moved to its device); Adam and the EMA shadows start from its parameters.

@@ -11,6 +11,7 @@
 #include "distributed/stop_signal.h"
 #include "trainer/config/builders.h"
 #include "trainer/checkpoint/checkpoint.h"
+#include "trainer/checkpoint/train_state.h"
 #include "trainer/model/unet_inference.h"
 #include "trainer/optim/ema.h"
 
@@ -43,12 +44,7 @@ LoadedModel load_model(const Config& config, const std::string& checkpoint_path,
   }
   const Checkpoint checkpoint = read_checkpoint(checkpoint_path);
   try {
-    const nlohmann::json meta = nlohmann::json::parse(checkpoint.metadata);
-    const std::string saved = meta.at("model_shape").get<std::string>();
-    if (saved != model_shape_signature(config)) {
-      throw std::runtime_error("it holds a model of another shape:\n" + saved + "the config has\n" +
-                               model_shape_signature(config));
-    }
+    require_model_shape(checkpoint, model_shape_signature(config));
     ExponentialMovingAverage ema(*loaded.model, config.train.ema_rates);
     ema.load_state(checkpoint.tensors);
     ema.copy_to(*loaded.model, 0);

@@ -4,11 +4,11 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <nlohmann/json.hpp>
 #include <stdexcept>
 
 #include "trainer/checkpoint/checkpoint.h"
 #include "trainer/checkpoint/safetensors.h"
+#include "trainer/checkpoint/train_state.h"
 #include "trainer/config/builders.h"
 #include "trainer/interop/diffusers_layout.h"
 #include "trainer/interop/output_dir.h"
@@ -22,17 +22,19 @@ namespace {
 
 // The checkpoint's tensors of one set of weights, "<prefix>/<parameter>": the EMA shadow the request names, or the
 // trained weights themselves.
-std::string weights_prefix(const Config& config, const UNet& model, const std::string& weights) {
+std::string weights_prefix(const Config& config, const std::string& weights) {
   if (weights == "model") return "model";
-  const ExponentialMovingAverage ema(*model, config.train.ema_rates);
-  if (weights == "ema" || weights.empty()) return ema.prefix(0);
-  std::string names;
-  for (size_t r = 0; r < config.train.ema_rates.size(); ++r) {
-    if (weights == ema.prefix(r)) return weights;
-    names += ", " + ema.prefix(r);
+  const std::vector<double>& rates = config.train.ema_rates;
+  if (weights == "ema" || weights.empty()) {
+    if (rates.empty()) throw std::runtime_error("--weights ema: the config has no train.ema_rates; pass --weights model");
+    return ema_prefix(rates.front());
   }
-  throw std::runtime_error("--weights " + weights + ": expected model, ema" + names +
-                           " (the config's train.ema_rates)");
+  std::string names;
+  for (const double rate : rates) {
+    if (weights == ema_prefix(rate)) return weights;
+    names += ", " + ema_prefix(rate);
+  }
+  throw std::runtime_error("--weights " + weights + ": expected model, ema" + names + " (the config's train.ema_rates)");
 }
 
 std::pair<torch::ScalarType, const char*> safetensors_dtype(ExportDtype dtype) {
@@ -62,20 +64,15 @@ ExportReport export_diffusers(const Config& config, const ExportRequest& request
   if (const std::string why = diffusers_unexpressible(config); !why.empty()) {
     throw std::runtime_error("diffusers' UNet2DModel cannot express the config " + config.source + ": " + why);
   }
-  const OutputDir output(request.output);  // refuses an existing, non-empty output before any work
+  OutputDir output(request.output);  // refuses an existing, non-empty output before any work
+  const std::string prefix = weights_prefix(config, request.weights);
   const Checkpoint checkpoint = read_checkpoint(request.checkpoint);
   torch::manual_seed(config.run.seed);
   UNet model(unet_options(config));
-  const std::string prefix = weights_prefix(config, model, request.weights);
   ExportReport report;
   std::vector<SafetensorsInput> tensors;
   try {
-    const nlohmann::json meta = nlohmann::json::parse(checkpoint.metadata);
-    const std::string saved = meta.at("model_shape").get<std::string>();
-    if (saved != model_shape_signature(config)) {
-      throw std::runtime_error("it holds a model of another shape:\n" + saved + "the config has\n" +
-                               model_shape_signature(config));
-    }
+    require_model_shape(checkpoint, model_shape_signature(config));
     for (const auto& item : model->named_parameters()) {
       const torch::Tensor& value = state_tensor(checkpoint.tensors, prefix + "/" + item.key(), item.value());
       const DiffusersParameter name = diffusers_parameter(item.key(), model->options());

@@ -68,6 +68,23 @@ torch::Tensor read_weight(const SafetensorsFile& file, const SafetensorsTensor& 
   return value;
 }
 
+// Sets config.model.downsample_padding to the UNet2DModel config's (diffusers' default 1 where it has none); returns
+// a warning when that changes the config's value, "" otherwise.
+std::string adopted_downsample_padding(const nlohmann::json& theirs, Config& config, const std::string& file) {
+  const nlohmann::json value = theirs.is_object() && theirs.contains("downsample_padding") ? theirs["downsample_padding"]
+                                                                                          : nlohmann::json(1);
+  if (!value.is_number_integer() || (value.get<int64_t>() != 0 && value.get<int64_t>() != 1)) {
+    throw std::runtime_error(file + ": downsample_padding is " + value.dump() + "; ddpm's U-Net pads 0 (Ho et al.'s "
+                             "'SAME') or 1 (model.downsample_padding)");
+  }
+  const int64_t padding = value.get<int64_t>();
+  if (padding == config.model.downsample_padding) return "";
+  const std::string previous = std::to_string(config.model.downsample_padding);
+  config.model.downsample_padding = padding;
+  return "model.downsample_padding " + std::to_string(padding) + " from " + file + " (the config " + config.source +
+         " has " + previous + "): the imported run's config.yaml records it";
+}
+
 }  // namespace
 
 ImportReport import_diffusers(const fs::path& from, const Config& requested, const fs::path& run_dir) {
@@ -76,16 +93,29 @@ ImportReport import_diffusers(const fs::path& from, const Config& requested, con
   }
   const fs::path unet = unet_folder(from);
   const fs::path config_file = unet / "config.json";
+  const nlohmann::json theirs = read_json(config_file);
+  ImportReport report;
+  // The downsampling padding is the file's (the same weights under the other one are another function): taken from
+  // it, where every other key must already match.
+  Config config = requested;
+  config.run.dir = fs::absolute(run_dir).lexically_normal().string();  // config.yaml works from any directory
+  if (const std::string padding = adopted_downsample_padding(theirs, config, config_file.string()); !padding.empty()) {
+    report.warnings.push_back(padding);
+  }
   try {
-    check_diffusers_unet_config(read_json(config_file), requested, config_file.string());
+    check_diffusers_unet_config(theirs, config, config_file.string());
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(config_file.string() + ": a value of the wrong type (" + e.what() + ")");
   }
-  ImportReport report;
   const fs::path scheduler_file = from / "scheduler" / "scheduler_config.json";
-  if (unet != from && fs::is_regular_file(scheduler_file)) {
+  if (unet == from || !fs::is_regular_file(scheduler_file)) {
+    report.warnings.push_back("no scheduler/scheduler_config.json beside " + unet.string() + ": the process (T, the β " +
+                              "schedule) is the config's, not checked against the one the model was trained with");
+  } else {
     try {
-      report.warnings = check_diffusers_scheduler_config(read_json(scheduler_file), requested, scheduler_file.string());
+      const std::vector<std::string> warnings =
+          check_diffusers_scheduler_config(read_json(scheduler_file), config, scheduler_file.string());
+      report.warnings.insert(report.warnings.end(), warnings.begin(), warnings.end());
     } catch (const nlohmann::json::exception& e) {
       throw std::runtime_error(scheduler_file.string() + ": a value of the wrong type (" + e.what() + ")");
     }
@@ -98,9 +128,7 @@ ImportReport import_diffusers(const fs::path& from, const Config& requested, con
   }
   const SafetensorsFile file = read_safetensors(weights_file);
 
-  Config config = requested;
-  config.run.dir = run_dir.string();
-  const OutputDir output(run_dir);  // refuses a run directory in use before any work
+  OutputDir output(run_dir);  // refuses a run directory in use before any work
   torch::manual_seed(config.run.seed);
   UNet model(unet_options(config));
   std::set<std::string> used;

@@ -220,7 +220,18 @@ void check_diffusers_unet_config(const json& theirs, const Config& config, const
     }
   }
   const json expected = diffusers_unet_config(config);
-  const auto value_of = [&](const std::string& key) { return theirs.contains(key) ? theirs.at(key) : defaults.at(key); };
+  // Spellings diffusers reads as the same: "swish" is its SiLU, "UNetRes" before a block type is dropped
+  // (get_down_block, get_up_block).
+  const auto value_of = [&](const std::string& key) {
+    json value = theirs.contains(key) ? theirs.at(key) : defaults.at(key);
+    if (key == "act_fn" && value == "swish") value = "silu";
+    if ((key == "down_block_types" || key == "up_block_types") && value.is_array()) {
+      for (json& type : value) {
+        if (type.is_string() && type.get<std::string>().rfind("UNetRes", 0) == 0) type = type.get<std::string>().substr(7);
+      }
+    }
+    return value;
+  };
   // Which of our keys decides each of theirs that a config can change; the others have one value in ddpm's U-Net.
   static const std::map<std::string, std::string> decided_by = {
       {"sample_size", "data.image_size"},
@@ -276,6 +287,22 @@ std::vector<std::string> check_diffusers_scheduler_config(const json& theirs, co
     return theirs.contains(key) && !theirs.at(key).is_null() ? theirs.at(key) : otherwise;
   };
   const auto fail = [&](const std::string& what) { throw std::runtime_error(file + ": " + what); };
+  // A value of the type the key needs, or an error naming the key.
+  const auto text = [&](const std::string& key, const char* otherwise) {
+    const json value = get(key, otherwise);
+    if (!value.is_string()) fail(key + " is " + value.dump() + ", expected a string");
+    return value.get<std::string>();
+  };
+  const auto flag = [&](const std::string& key, bool otherwise) {
+    const json value = get(key, otherwise);
+    if (!value.is_boolean()) fail(key + " is " + value.dump() + ", expected true or false");
+    return value.get<bool>();
+  };
+  std::vector<std::string> warnings;
+  const std::string kind = text("_class_name", "DDPMScheduler");
+  if (kind != "DDPMScheduler" && kind != "DDIMScheduler") {
+    warnings.push_back(file + ": a " + kind + "; its num_train_timesteps and β are checked as DDPMScheduler's");
+  }
   const json steps = get("num_train_timesteps", 1000);
   if (!same_number(steps, json(config.diffusion.timesteps))) {
     fail("num_train_timesteps is " + steps.dump() + ", but the config " + config.source + " has diffusion.timesteps " +
@@ -293,7 +320,7 @@ std::vector<std::string> check_diffusers_scheduler_config(const json& theirs, co
       }
     }
   } else {
-    const std::string schedule = get("beta_schedule", "linear").get<std::string>();
+    const std::string schedule = text("beta_schedule", "linear");
     const std::string ours = config.diffusion.schedule == BetaSchedule::kLinear ? "linear" : "squaredcos_cap_v2";
     if (schedule != ours) {
       fail("beta_schedule is '" + schedule + "', but the config's diffusion.schedule " +
@@ -310,11 +337,15 @@ std::vector<std::string> check_diffusers_scheduler_config(const json& theirs, co
       }
     }
   }
-  const std::string prediction = get("prediction_type", "epsilon").get<std::string>();
+  // Rescaled to a zero terminal SNR (Lin et al. 2024), the β are not the schedule's any more.
+  if (flag("rescale_betas_zero_snr", false)) {
+    fail("rescale_betas_zero_snr is true: the model was trained with β rescaled to a zero terminal SNR, which no "
+         "diffusion.schedule of ddpm is");
+  }
+  const std::string prediction = text("prediction_type", "epsilon");
   if (prediction != "epsilon") fail("prediction_type is '" + prediction + "': ddpm's U-Net predicts ε ('epsilon') only");
 
-  std::vector<std::string> warnings;
-  const std::string variance = get("variance_type", "fixed_small").get<std::string>();
+  const std::string variance = text("variance_type", "fixed_small");
   const bool learned_range = config.diffusion.model_variance == ModelVariance::kLearnedRange;
   if (variance == "learned" || (variance == "learned_range") != learned_range) {
     fail("variance_type is '" + variance + "', the config's diffusion.model_variance is " +
@@ -325,8 +356,15 @@ std::vector<std::string> check_diffusers_scheduler_config(const json& theirs, co
     warnings.push_back(file + ": variance_type is '" + variance + "', the config samples with diffusion.model_variance " +
                        ours + " (the weights do not depend on it)");
   }
-  if (!get("clip_sample", true).get<bool>()) {
+  if (!flag("clip_sample", true)) {
     warnings.push_back(file + ": clip_sample is false; ddpm sample clips x̂_0 to [-1, 1] unless given --no-clip");
+  }
+  const json range = get("clip_sample_range", 1.0);
+  if (!same_number(range, json(1.0))) {
+    warnings.push_back(file + ": clip_sample_range is " + range.dump() + "; ddpm sample clips x̂_0 to [-1, 1]");
+  }
+  if (flag("thresholding", false)) {
+    warnings.push_back(file + ": thresholding is true (dynamic thresholding of x̂_0); ddpm sample clips to [-1, 1]");
   }
   return warnings;
 }

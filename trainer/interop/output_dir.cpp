@@ -21,18 +21,20 @@ void fsync_path(const fs::path& path, int flags) {
 
 }  // namespace
 
-OutputDir::OutputDir(fs::path target) : target_(std::move(target)) {
+OutputDir::OutputDir(fs::path target) : given_(target.string()), target_(fs::absolute(target).lexically_normal()) {
+  // "run/" (a shell completes directories with the slash) names run, not an empty name inside it.
+  if (target_.filename().empty()) target_ = target_.parent_path();
   std::error_code error;
   if (fs::exists(target_, error) && !(fs::is_directory(target_, error) && fs::is_empty(target_, error))) {
-    throw std::runtime_error("--output " + target_.string() + " exists and is not an empty directory: it is left as it is; "
+    throw std::runtime_error("--output " + given_ + " exists and is not an empty directory: it is left as it is; "
                              "choose a new path");
   }
-  const fs::path parent = fs::absolute(target_).parent_path();
-  if (!fs::is_directory(parent, error)) throw std::runtime_error("cannot write " + target_.string() + ": no directory " + parent.string());
+  const fs::path parent = target_.parent_path();
+  if (!fs::is_directory(parent, error)) throw std::runtime_error("cannot write " + given_ + ": no directory " + parent.string());
   if (::access(parent.c_str(), W_OK) != 0) {
-    throw std::runtime_error("cannot write " + target_.string() + ": " + parent.string() + " is not writable");
+    throw std::runtime_error("cannot write " + given_ + ": " + parent.string() + " is not writable");
   }
-  staging_ = parent / ("." + fs::absolute(target_).filename().string() + ".partial-" + std::to_string(::getpid()));
+  staging_ = parent / ("." + target_.filename().string() + ".partial-" + std::to_string(::getpid()));
   fs::remove_all(staging_, error);  // a crashed run of the same pid's: never a committed output
   if (!fs::create_directory(staging_, error)) {
     throw std::runtime_error("cannot create " + staging_.string() + ": " + error.message());
@@ -45,7 +47,7 @@ OutputDir::~OutputDir() {
   fs::remove_all(staging_, ignored);
 }
 
-void OutputDir::commit() const {
+void OutputDir::commit() {
   // The files were synced as they were written (write_file, write_checkpoint): the directories hold their names.
   for (const fs::directory_entry& entry : fs::recursive_directory_iterator(staging_)) {
     if (entry.is_directory()) fsync_path(entry.path(), O_RDONLY | O_DIRECTORY);
@@ -56,7 +58,12 @@ void OutputDir::commit() const {
     throw std::runtime_error("cannot rename " + staging_.string() + " to " + target_.string() + ": " + std::strerror(errno));
   }
   committed_ = true;
-  fsync_path(fs::absolute(target_).parent_path(), O_RDONLY | O_DIRECTORY);
+  try {
+    fsync_path(target_.parent_path(), O_RDONLY | O_DIRECTORY);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(given_ + " is written and in place, but " + e.what() +
+                             " (a crash now could lose the rename)");
+  }
 }
 
 void write_file(const fs::path& path, const std::string& bytes) {

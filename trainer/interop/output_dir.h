@@ -18,11 +18,12 @@ class OutputDir {
   const std::filesystem::path& staging() const { return staging_; }
   const std::filesystem::path& target() const { return target_; }
   // fsyncs the directories under staging() (their files are synced when written) and renames it to target().
-  void commit() const;
+  void commit();
 
  private:
-  std::filesystem::path target_, staging_;
-  mutable bool committed_ = false;
+  std::string given_;                      // the path as the user wrote it, for messages
+  std::filesystem::path target_, staging_;  // absolute
+  bool committed_ = false;
 };
 
 // Writes `bytes` to `path` (a new file) and fsyncs it; throws std::runtime_error naming the file.

@@ -37,11 +37,13 @@ void ExponentialMovingAverage::copy_to(torch::nn::Module& model, size_t rate_ind
   for (auto& item : model.named_parameters()) item.value().copy_(shadows_[rate_index][i++]);
 }
 
-std::string ExponentialMovingAverage::prefix(size_t rate_index) const {
+std::string ema_prefix(double rate) {
   char text[64];
-  std::snprintf(text, sizeof(text), "ema_%.10g", rates_.at(rate_index));
+  std::snprintf(text, sizeof(text), "ema_%.10g", rate);
   return text;
 }
+
+std::string ExponentialMovingAverage::prefix(size_t rate_index) const { return ema_prefix(rates_.at(rate_index)); }
 
 StateDict ExponentialMovingAverage::state() const {
   std::map<std::string, torch::Tensor> tensors;

@@ -11,6 +11,9 @@
 
 namespace ddpm {
 
+// "ema_0.9999" for rate 0.9999: how a shadow's tensors are named in checkpoints ("ema_0.9999/<parameter>").
+std::string ema_prefix(double rate);
+
 class ExponentialMovingAverage {
  public:
   ExponentialMovingAverage(const torch::nn::Module& model, std::vector<double> rates);
