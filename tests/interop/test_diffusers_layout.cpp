@@ -194,6 +194,18 @@ TEST(DiffusersConfig, ChecksTheSchedulerAndWarnsOnWhatOnlyChangesSampling) {
   expect_contains(refused("prediction_type", "v_prediction"), "prediction_type is 'v_prediction'");
   expect_contains(refused("variance_type", "learned_range"), "variance_type is 'learned_range'");
   expect_contains(refused("rescale_betas_zero_snr", true), "rescale_betas_zero_snr is true");
+  // β given as a list: the schedule's (to float32 precision), or refused naming the first that is not.
+  json listed = published;
+  listed["variance_type"] = "fixed_large";
+  listed["trained_betas"] = json::array();
+  for (int64_t t = 0; t < 1000; ++t) listed["trained_betas"].push_back(static_cast<float>(1e-4 + (0.02 - 1e-4) * t / 999.0));
+  EXPECT_TRUE(ddpm::check_diffusers_scheduler_config(listed, config, "s.json").empty());
+  listed["trained_betas"][500] = 0.5;
+  expect_contains(error_of([&] { ddpm::check_diffusers_scheduler_config(listed, config, "s.json"); }),
+                  "s.json: trained_betas[500] is 0.5");
+  listed["trained_betas"].erase(999);
+  expect_contains(error_of([&] { ddpm::check_diffusers_scheduler_config(listed, config, "s.json"); }),
+                  "trained_betas does not hold T = 1000 numbers");
   expect_contains(refused("beta_schedule", 3), "s.json: beta_schedule is 3, expected a string");
   expect_contains(refused("clip_sample", "yes"), "s.json: clip_sample is \"yes\", expected true or false");
   json thresholded = published;
@@ -315,6 +327,18 @@ TEST_F(DiffusersRoundTrip, RefusalsLeaveNothingBehind) {
   std::ofstream(weights, std::ios::binary | std::ios::trunc) << ddpm::encode_safetensors(kept);
   expect_contains(error_of([&] { ddpm::import_diffusers(dir_ / "out", config_, dir_ / "imported"); }),
                   "no tensor 'mid_block.attentions.0.to_k.weight' (ddpm's mid_attn.k.weight)");
+  // A padding ddpm has no network for, a folder with no model, an output whose parent does not exist.
+  const fs::path unet_config = dir_ / "out" / "unet" / "config.json";
+  json edited = json::parse(std::ifstream(unet_config));
+  edited["downsample_padding"] = 2;
+  std::ofstream(unet_config, std::ios::trunc) << edited.dump();
+  expect_contains(error_of([&] { ddpm::import_diffusers(dir_ / "out", config_, dir_ / "imported"); }),
+                  unet_config.string() + ": downsample_padding is 2; ddpm's U-Net pads 0");
+  expect_contains(error_of([&] { ddpm::import_diffusers(dir_ / "taken", config_, dir_ / "imported"); }),
+                  "--from " + (dir_ / "taken").string() + ": neither unet/config.json nor config.json is there");
+  request.output = dir_ / "no" / "such" / "dir";
+  expect_contains(error_of([&] { ddpm::export_diffusers(config_, request); }),
+                  "cannot write " + request.output.string() + ": no directory " + (dir_ / "no" / "such").string());
   EXPECT_FALSE(fs::exists(dir_ / "imported"));
   EXPECT_TRUE(leftovers().empty());
 }

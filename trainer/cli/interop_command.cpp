@@ -11,13 +11,6 @@
 namespace ddpm {
 namespace {
 
-void add_config_options(CLI::App& command, std::string& config, std::vector<std::string>& overrides) {
-  command.add_option("--config", config, "YAML config of the run (configs/*.yaml)")->check(CLI::ExistingFile)->required();
-  command.add_option("--set", overrides, "Override a config key: section.key=value (repeatable)")
-      ->type_name("KEY=VALUE")
-      ->allow_extra_args(false);
-}
-
 ExportDtype parse_export_dtype(const std::string& name) {
   for (const auto& [dtype, text] : kExportDtypeNames) {
     if (name == text) return dtype;
@@ -30,7 +23,7 @@ ExportDtype parse_export_dtype(const std::string& name) {
 CLI::App* add_export_command(CLI::App& app, ExportArgs& args) {
   CLI::App* command = app.add_subcommand(
       "export", "Write a checkpoint's weights as a diffusers DDPMPipeline (UNet2DModel safetensors + config.json)");
-  add_config_options(*command, args.config, args.overrides);
+  add_config_options(*command, args.config);
   command->add_option("--checkpoint", args.checkpoint, "Checkpoint file (default: newest in run.dir)");
   command->add_option("--weights", args.weights, "ema (the first of train.ema_rates), ema_<rate>, or model");
   command->add_option("--format", args.format, "diffusers (the one format)")->check(CLI::IsMember({"diffusers"}));
@@ -45,13 +38,13 @@ CLI::App* add_import_command(CLI::App& app, ImportArgs& args) {
       "import", "Read a diffusers UNet2DModel (a DDPMPipeline folder or its unet/) into a new run directory at step 0");
   command->add_option("--from", args.from, "diffusers directory (model_index.json + unet/, or config.json + safetensors)")
       ->required();
-  add_config_options(*command, args.config, args.overrides);
+  add_config_options(*command, args.config);
   command->add_option("--output", args.output, "New run directory: ckpt-000000000.ddpm and config.yaml")->required();
   return command;
 }
 
 int run_export(const ExportArgs& args) {
-  const Config config = load_config(args.config, args.overrides);
+  const Config config = load_config(args.config.path, args.config.overrides);
   ExportRequest request;
   request.checkpoint = resolve_checkpoint(config, args.checkpoint);
   if (request.checkpoint.empty()) {
@@ -74,7 +67,7 @@ int run_export(const ExportArgs& args) {
 }
 
 int run_import(const ImportArgs& args) {
-  const Config config = load_config(args.config, args.overrides);
+  const Config config = load_config(args.config.path, args.config.overrides);
   const ImportReport report = import_diffusers(args.from, config, args.output);
   for (const std::string& warning : report.warnings) std::cerr << "ddpm: warning: " << warning << std::endl;
   std::cout << "imported " << report.tensors << " tensors (" << report.weights_dtype << ") of " << args.from

@@ -3,13 +3,13 @@
 #include <CLI/CLI.hpp>
 
 #include <string>
-#include <vector>
+
+#include "trainer/cli/config_options.h"
 
 namespace ddpm {
 
 struct ExportArgs {
-  std::string config;
-  std::vector<std::string> overrides;
+  ConfigArgs config;
   std::string checkpoint;  // default: the newest valid one of run.dir
   std::string weights = "ema";
   std::string format = "diffusers";
@@ -19,8 +19,7 @@ struct ExportArgs {
 
 struct ImportArgs {
   std::string from;
-  std::string config;
-  std::vector<std::string> overrides;
+  ConfigArgs config;
   std::string output;  // the new run directory
 };
 

@@ -30,6 +30,7 @@
 #include "trainer/sampling/sample_job.h"
 #include "distributed/stop_signal.h"
 #include "trainer/loop/trainer.h"
+#include "trainer/cli/config_options.h"
 #include "trainer/cli/fid_command.h"
 #include "trainer/cli/interop_command.h"
 
@@ -38,20 +39,8 @@ namespace {
 namespace fs = std::filesystem;
 constexpr int kExitError = 1;
 
-struct ConfigArgs {
-  std::string path;
-  std::vector<std::string> overrides;
-};
-
-CLI::Option* add_config_options(CLI::App& command, ConfigArgs& args, bool required = true) {
-  CLI::Option* config =
-      command.add_option("--config", args.path, "YAML config of the run (configs/*.yaml)")->check(CLI::ExistingFile);
-  if (required) config->required();
-  command.add_option("--set", args.overrides, "Override a config key: section.key=value (repeatable)")
-      ->type_name("KEY=VALUE")
-      ->allow_extra_args(false);
-  return config;
-}
+using ddpm::add_config_options;
+using ddpm::ConfigArgs;
 
 std::string build_info() {
   std::string info = "ddpm 0.1.0 (LibTorch " TORCH_VERSION ", ";

@@ -45,10 +45,7 @@ DiffusersParameter block_parameter(const std::string& ours, const std::string& p
 std::vector<bool> attended_levels(const Config& config) {
   std::vector<bool> attended;
   for (size_t level = 0; level < config.model.channel_mult.size(); ++level) {
-    const int64_t side = config.data.image_size >> level;
-    bool found = false;
-    for (const int64_t r : config.model.attention_resolutions) found |= r == side;
-    attended.push_back(found);
+    attended.push_back(has_attention(config.model, config.data.image_size >> level));
   }
   return attended;
 }

@@ -35,11 +35,6 @@ void zero_init(Layer& layer) {
   torch::nn::init::zeros_(layer->bias);
 }
 
-bool has_attention(const UNetOptions& options, int64_t resolution) {
-  const auto& list = options.attention_resolutions;
-  return std::find(list.begin(), list.end(), resolution) != list.end();
-}
-
 }  // namespace
 
 torch::Tensor pad_for_downsample(const torch::Tensor& x, const UNetOptions& options) {

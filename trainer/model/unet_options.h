@@ -1,6 +1,7 @@
 // The shape of the DDPM U-Net (unet.h). Torch-free: the config's model section is a UNetArchitecture, so each of
 // its keys is declared once (its default and check are the config's row, trainer/config/config.cpp).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -24,6 +25,12 @@ struct UNetOptions : UNetArchitecture {
   int64_t in_channels = 0;
   int64_t out_channels = 0;
 };
+
+// Whether the blocks at `resolution` (a side in pixels) have self-attention.
+inline bool has_attention(const UNetArchitecture& architecture, int64_t resolution) {
+  return std::find(architecture.attention_resolutions.begin(), architecture.attention_resolutions.end(), resolution) !=
+         architecture.attention_resolutions.end();
+}
 
 // Ho et al.'s CIFAR-10 network (35,746,307 parameters): ch 128, mult (1, 2, 2, 2), 2 residual blocks per level,
 // attention at 16x16, their 'SAME' downsampling padding, dropout 0.1, on 32x32x3 images.
