@@ -83,7 +83,7 @@ def ratio_lines(rows):
     peer = peers[-1]["report"] if peers else {}
     print(f"FLOPs per image, forward: ours {ours.get('forward_flops_per_image', 0) / 1e9:.3f} G (counted from the layers), "
           f"PyTorch's FlopCounterMode on the peer {peer.get('forward_flops_per_image', 0) / 1e9:.3f} G")
-    print(f"device: {ours['device_name']}; {ours['impl']}, {ours.get('threads', '?')} threads; peer: {peer.get('impl', '?')}, "
+    print(f"device: {ours.get('device_name', '?')}; {ours.get('impl', '?')}, {ours.get('threads', '?')} threads; peer: {peer.get('impl', '?')}, "
           f"torch {peer.get('torch_version', '?')}, {peer.get('threads', '?')} threads")
 
 
@@ -169,6 +169,18 @@ def profile_tables(rows, key, title, flops_per_step):
             print(f"    {entry['self_ms_per_step']:8.3f} ms {entry['calls_per_step']:7.1f}x  [{kind_of(entry['name'])}] {entry['name'][:110]}")
 
 
+def warmup_lines(rows):
+    """The peer's warm-up before its timed steps apart from them: under torch.compile, its compilation (for
+    training, then again for inference), which a user pays at every start and the timed figures leave out."""
+    for r in rows:
+        rep = r["report"]
+        parts = [f"{label} {rep[key]:.1f} s" for key, label in (("warmup_seconds", "before training"),
+                                                                  ("sampling_warmup_seconds", "before sampling"))
+                 if isinstance(rep.get(key), (int, float))]
+        if r["name"].startswith("diffusers") and parts:
+            print(f"{r['name']}: warm-up{' (compilation, mostly)' if 'compile' in r['name'] else ''} " + ", ".join(parts))
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path) if line.strip()]
     for r in rows:  # BENCH_PART=sampling's rounds, named apart
@@ -177,6 +189,7 @@ def main(path):
     figures_table(rows)
     rows = [r for r in rows if "error" not in r["report"]]
     ratio_lines(rows)
+    warmup_lines(rows)
     sampling_lines(rows)
 
     def train_flops(rep):

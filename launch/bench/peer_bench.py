@@ -355,14 +355,19 @@ def sampling_figures(torch, net, model, args, device, autocast, memory_format):
                 x = x + sigma[i] * torch.randn_like(x)
         return x.clamp(-1, 1)
 
+    warmup_start = time.perf_counter()
     with torch.inference_mode():
         sample(min(args.sample_steps, 25))  # warm-up: kernel selection, compilation for inference
+    Timer(device).sync()
+    warmup_seconds = time.perf_counter() - warmup_start
+    with torch.inference_mode():
         reset_peak_memory(torch, device)
         with Timer(device) as timed:
             sample(args.sample_steps)
     out = {
         "sampling_images_per_second": args.sample_batch / timed.seconds,
         "sampling_seconds": timed.seconds,
+        "sampling_warmup_seconds": warmup_seconds,  # under torch.compile: its compilation for inference, mostly
         "sample_batch": args.sample_batch,
         "sample_steps": args.sample_steps,
         "sampling_peak_memory_bytes": peak_memory(torch, device),

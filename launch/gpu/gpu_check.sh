@@ -1,174 +1,154 @@
 #!/usr/bin/env bash
-# The correctness checks of the fast GPU step that only a GPU can run, each a short `ddpm train` of the smoke
-# model on real Fashion-MNIST images (the test split) on the first GPU, compared with the plain run:
-#   graph   train.cuda_graph: true (the step captured once, replayed)
-#   reduce  the NCCL all-reduce at world size 1 (distributed.always_reduce: true)
-#   bf16    bf16 autocast instead of fp32
-# and that a step never makes the host wait for the GPU: short runs with the shipped config's speed options under
-# `ddpm train --sync-check` (a synchronizing CUDA call inside a step is an error), eager, with the NCCL all-reduce
-# at world size 1 (whose loss curve is also compared with the eager one's: the bucketed path's gradient views
-# with bf16, channels-last weights and the fused Adam), with the step captured in a CUDA graph, and the
-# improved-DDPM step (learned_range, hybrid, loss_second_moment) eager and captured.
-# GPU kernels are not bit-reproducible from run to run (atomics, cuDNN's algorithm choices), so each pair is
-# compared by its loss curves (every logged mean loss) and final weights, next to the difference between two
-# plain runs (the noise floor), which is printed too. Fails when a curve strays more than the tolerance, or the
-# plain run does not learn. Then sampling from the plain run's weights, the CUDA graph against the eager step and
-# one batch size against another (the same images up to a level in 1% of the pixels), with each run's images/s.
-#   bash launch/gpu/gpu_check.sh DATA_DIR    # DATA_DIR holds t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz
-# Environment: DDPM (default build/ddpm), COMPARE (compare_checkpoints; default build/tests/compare_checkpoints),
-# PYTHON (default python3), GPU_CHECK_STEPS (default 300), GPU_CHECK_BATCH (default 32), GPU_CHECK_DEVICE (default cuda; cpu checks this script:
-# no graph row, the MPI all-reduce).
+# The correctness checks only a GPU can run, one a call (launch/gpu/run.sh makes each a row of its run):
+#   bash launch/gpu/gpu_check.sh CHECK
+# Each prints what it measured and, last, one JSON line with "ok"; exits 0 when the check holds, 1 when not, 2 on
+# a usage error. Runs are kept in GPU_CHECK_WORK: a check that compares with the plain run reuses it, or makes it.
+#
+# The smoke model (configs/smoke.yaml) on real images, Fashion-MNIST's test split, GPU_CHECK_STEPS steps:
+#   smoke_plain        fp32, NCHW, eager: it learns (the reference of the checks below)
+#   smoke_floor        the plain run again: the distance of two runs' loss curves, the noise floor
+#   smoke_shipped      bf16 autocast, channels-last, fused Adam: curve within 15% of plain (or twice the floor)
+#   smoke_graph        train.cuda_graph (the step captured once, replayed): within 5%
+#   smoke_nccl         the NCCL all-reduce at world size 1 (distributed.always_reduce): within 5%
+#   nccl_bitwise       with train.deterministic, GPU_CHECK_BITWISE_STEPS steps: two plain runs bit-identical
+#                      (weights), and the NCCL all-reduce at world size 1 bit-identical to them (a sum over one rank,
+#                      divided by 1, adds no rounding), and the captured step too (reported, not required: the
+#                      graph's dropout draws need not be the eager step's)
+# 50 steps under `ddpm train --sync-check` (a call inside a step that makes the host wait for the GPU is an error)
+# with the shipped speed options (bf16, channels-last, fused Adam):
+#   sync_eager  sync_nccl (and its curve within 15% of sync_eager's)  sync_graph
+#   sync_improved  sync_improved_graph   the improved-DDPM step (learned_range, hybrid, loss_second_moment; T = 25
+#                                        so that the importance sampler's history fills within the run)
+# The CIFAR-10 config (35.7M parameters), batch 128, on 512 random 32x32 stand-in images, GPU_CHECK_CIFAR_STEPS
+# steps, dropout 0 and 10 warm-up steps so that the curves move and compare:
+#   cifar_eager        as shipped (bf16, channels-last, fused Adam), eager, under --sync-check; it learns
+#   cifar_graph        captured, under --sync-check: curve within 5% of cifar_eager's
+#   cifar_fp32         fp32, NCHW: curve within 15% of cifar_eager's
+# Sampling from smoke_plain's weights (respaced ancestral, 50 of T = 100 steps; DDIM over 25), each run's images/s:
+#   sample_ancestral  sample_ddim               batch 5 against 16: the same images up to a level in 1% of pixels
+#   sample_ancestral_graph  sample_ddim_graph   the step replayed from a CUDA graph against the eager step
+# Environment: GPU_CHECK_DATA (a folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz), GPU_CHECK_WORK
+# (default /tmp/ddpm-gpu-check), DDPM (default build/ddpm), COMPARE (compare_checkpoints; default
+# build/tests/compare_checkpoints), PYTHON (default python3), GPU_CHECK_STEPS (300), GPU_CHECK_BATCH (32),
+# GPU_CHECK_CIFAR_STEPS (30), GPU_CHECK_BITWISE_STEPS (100), GPU_CHECK_DEVICE (cuda; cpu rehearses a check here:
+# the MPI all-reduce for NCCL's).
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-DATA="${1:?usage: gpu_check.sh DATA_DIR}"
+CHECK="${1:?usage: gpu_check.sh CHECK (the checks are listed in the header of this script)}"
+DATA="${GPU_CHECK_DATA:?GPU_CHECK_DATA: the folder of Fashion-MNIST t10k-*-ubyte.gz}"
+WORK="${GPU_CHECK_WORK:-/tmp/ddpm-gpu-check}"
 DDPM="${DDPM:-$REPO_ROOT/build/ddpm}"
 COMPARE="${COMPARE:-$REPO_ROOT/build/tests/compare_checkpoints}"
 PYTHON="${PYTHON:-python3}"
 STEPS="${GPU_CHECK_STEPS:-300}"
-DEVICE="${GPU_CHECK_DEVICE:-cuda}"
 BATCH="${GPU_CHECK_BATCH:-32}"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+CIFAR_STEPS="${GPU_CHECK_CIFAR_STEPS:-30}"
+BITWISE_STEPS="${GPU_CHECK_BITWISE_STEPS:-100}"
+DEVICE="${GPU_CHECK_DEVICE:-cuda}"
+COMPARE_RUNS=("$PYTHON" "$REPO_ROOT/launch/gpu/compare_runs.py")
+mkdir -p "$WORK"
+[[ "$DEVICE" == cuda ]] && NCCL=(--set distributed.backend=nccl) || NCCL=(--set distributed.backend=mpi)
+NCCL+=(--set distributed.always_reduce=true)
+SHIPPED=(--set train.precision=bf16 --set train.channels_last=true --set train.fused_adam=true)
+IMPROVED=(--set diffusion.model_variance=learned_range --set diffusion.loss=hybrid
+          --set train.timestep_sampler=loss_second_moment --set diffusion.timesteps=25)
+SYNC=(--sync-check "${SHIPPED[@]}" --set train.steps=50 --set train.checkpoint_every=50)
 
-run() {  # run NAME [--set ...]
+checkpoint() { printf '%s/%s/ckpt-%09d.ddpm' "$WORK" "$1" "$2"; }  # trainer/checkpoint's file name
+
+# train NAME CONFIG STEPS [ARGS...]: ddpm train into $WORK/NAME; a finished run is reused (its .done mark).
+train() {
+  local name="$1" config="$2" steps="$3"
+  shift 3
+  if [[ -f "$WORK/$name/.done" ]]; then echo "== $name: reused"; return 0; fi
+  rm -rf "${WORK:?}/$name"
+  echo "== $name: ddpm train $*"
+  "$DDPM" train --config "$config" --set "run.device=$DEVICE" --set "run.dir=$WORK/$name" \
+    --set "train.steps=$steps" --set "train.checkpoint_every=$steps" --set monitoring.enabled=false \
+    --set monitoring.eval_every=0 --progress plain "$@" | tail -n 3
+  touch "$WORK/$name/.done"
+}
+smoke() {  # smoke NAME [ARGS...]: the smoke model on Fashion-MNIST's test split
   local name="$1"
   shift
-  echo "== gpu_check: $name $*"
-  "$DDPM" train --config "$REPO_ROOT/configs/smoke.yaml" --set "run.device=$DEVICE" --set "run.dir=$WORK/$name" \
-    --set "data.path=$DATA" --set data.split=test --set "train.batch_size=$BATCH" --set "train.steps=$STEPS" \
-    --set train.log_every=25 --set "train.checkpoint_every=$STEPS" --set monitoring.enabled=false \
-    --set monitoring.eval_every=0 "$@" | tail -n 2
+  train "$name" "$REPO_ROOT/configs/smoke.yaml" "$STEPS" --set "data.path=$DATA" --set data.split=test \
+    --set "train.batch_size=$BATCH" --set train.log_every=25 "$@"
 }
-PAIRS=(plain_again reduce bf16)
-run plain
-run plain_again
-if [[ "$DEVICE" == cuda ]]; then
-  PAIRS+=(graph)
-  run graph --set train.cuda_graph=true
-  run reduce --set distributed.backend=nccl --set distributed.always_reduce=true
-else  # a check of this script on a CPU: no graph, the MPI all-reduce
-  run reduce --set distributed.backend=mpi --set distributed.always_reduce=true
-fi
-run bf16 --set train.precision=bf16
-
-checkpoint="$(printf 'ckpt-%09d.ddpm' "$STEPS")"  # trainer/checkpoint.cpp's checkpoint_file_name()
-for name in "${PAIRS[@]}"; do
-  echo "weights, $name against plain: $("$COMPARE" "$WORK/$name/$checkpoint" "$WORK/plain/$checkpoint" --atol 1e9 | tail -n 1)"
-done
-cat >"$WORK/curves.py" <<'PY'
-# curves.py WORK REFERENCE NAME...: each run's loss curve against the reference run's, next to the noise floor of
-# two plain runs; with REFERENCE plain, also that the plain run learns.
-import json, os, sys
-work, reference, names = sys.argv[1], sys.argv[2], sys.argv[3:]
-def curve(name):
-    with open(os.path.join(work, name, "train_log.jsonl")) as f:
-        return [(r["step"], r["loss"]) for r in map(json.loads, f)]
-def distance(a, b):  # the largest relative difference of two loss curves, over the logged steps
-    return max(abs(x[1] - y[1]) / y[1] for x, y in zip(a, b))
-plain = curve("plain")
-floor = distance(curve("plain_again"), plain)
-failed = False
-if reference == "plain":
-    print(f"plain run: loss {plain[0][1]:.4f} at step {plain[0][0]} -> {plain[-1][1]:.4f} at step {plain[-1][0]}")
-    print(f"noise floor (two plain runs): curves differ by at most {floor:.2%}")
-    failed = plain[-1][1] > 0.5 * plain[0][1]
-    if failed:
-        print("FAIL: the plain run did not learn (final loss above half the first)")
-# bf16 rounds differently from fp32; the NCCL path at world size 1 adds no rounding of its own, so against a bf16
-# reference it gets bf16's own run-to-run tolerance.
-tolerances = {"graph": 0.05, "reduce": 0.05, "bf16": 0.15, "sync_reduce": 0.15}
-for name in names:
-    tolerance = max(tolerances[name], 2 * floor)
-    d = distance(curve(name), curve(reference))
-    ok = d <= tolerance
-    failed |= not ok
-    print(f"{name}: curve differs from {reference} by at most {d:.2%} (tolerance {tolerance:.0%}): {'ok' if ok else 'FAIL'}")
-sys.exit(1 if failed else 0)
-PY
-curves=0
-"$PYTHON" "$WORK/curves.py" "$WORK" plain "${PAIRS[@]:1}" || curves=$?
-
-# After the comparisons above, so that a stop at the time limit of launch/gpu/gpu_session.sh leaves them printed.
-sync_failures=()
-sync_run() {  # sync_run NAME [--set ...]: 50 steps under --sync-check; a failure is reported and counted, not fatal
-  local name="sync_$1"
+cifar() {  # cifar NAME [ARGS...]: the CIFAR-10 config on stand-in images
+  local name="$1" images="$WORK/stand_in_images"
   shift
-  if run "$name" --sync-check --set train.precision=bf16 --set train.channels_last=true --set train.fused_adam=true \
-    --set train.steps=50 --set train.checkpoint_every=50 "$@" >"$WORK/$name.out" 2>&1; then
-    echo "sync check, $name: ok (50 steps, no host wait inside a step)"
-  else
-    sync_failures+=("$name")
-    echo "FAIL: sync check, $name:"
-    grep -m1 -A30 "ddpm: error" "$WORK/$name.out" || tail -n 12 "$WORK/$name.out"
-  fi
+  [[ -d "$images" ]] || "$PYTHON" "$REPO_ROOT/launch/bench/stand_in_images.py" "$images"
+  train "$name" "$REPO_ROOT/configs/cifar10.yaml" "$CIFAR_STEPS" --set data.format=folder --set "data.path=$images" \
+    --set train.batch_size=128 --set model.dropout=0 --set train.warmup_steps=10 --set train.log_every=5 "$@"
 }
-if [[ "$DEVICE" == cuda ]]; then
-  sync_run eager
-  sync_run reduce --set distributed.backend=nccl --set distributed.always_reduce=true
-  sync_run graph --set train.cuda_graph=true
-  # The improved-DDPM step (2C outputs, the hybrid's frozen-mean term, the importance sampler's device-side draw and
-  # history update) eager and captured: no host wait, and capturable (T = 25 so that the history fills in the run).
-  IMPROVED=(--set diffusion.model_variance=learned_range --set diffusion.loss=hybrid
-            --set train.timestep_sampler=loss_second_moment --set diffusion.timesteps=25)
-  sync_run improved "${IMPROVED[@]}"
-  sync_run improved_graph "${IMPROVED[@]}" --set train.cuda_graph=true
-  # The gradient views of the bucketed path with the shipped options (bf16, channels-last weights, fused Adam).
-  if [[ ! " ${sync_failures[*]} " =~ " sync_eager " && ! " ${sync_failures[*]} " =~ " sync_reduce " ]]; then
-    "$PYTHON" "$WORK/curves.py" "$WORK" sync_eager sync_reduce || curves=$?
-  fi
-fi
-[[ ${#sync_failures[@]} -eq 0 ]] || echo "FAIL: a step made the host wait for the GPU in: ${sync_failures[*]}"
+bitwise() {  # bitwise A B STEPS: "true" when the two runs' weights are bit-identical, else "false"
+  if "$COMPARE" "$(checkpoint "$1" "$3")" "$(checkpoint "$2" "$3")" | tail -n 1 >&2; then echo true; else echo false; fi
+}
+sync_done() {  # sync_done NAME: the run under --sync-check finished (train would have failed otherwise)
+  echo "sync check, $1: no host wait inside a step (50 steps)"
+  echo '{"ok": true, "steps": 50}'
+}
+sample() {  # sample NAME SAMPLER STEPS BATCH GRAPH: 16 images from smoke_plain's weights, their images/s printed
+  local name="$1" sampler="$2" steps="$3" batch="$4" graph="$5"
+  smoke smoke_plain >&2
+  echo "== $name: ddpm sample --sampler $sampler --steps $steps --batch-size $batch (cuda_graph $graph)"
+  "$DDPM" sample --config "$REPO_ROOT/configs/smoke.yaml" --set "run.device=$DEVICE" --set "run.dir=$WORK/smoke_plain" \
+    --set "data.path=$DATA" --num-images 16 --output "$WORK/$name.npz" --progress plain --sampler "$sampler" \
+    --steps "$steps" --batch-size "$batch" --set "train.cuda_graph=$graph" >"$WORK/$name.out" 2>&1 ||
+    { tail -n 12 "$WORK/$name.out"; return 1; }
+  tail -n 2 "$WORK/$name.out"
+  grep -o '[0-9.]* images/s' "$WORK/$name.out" | tail -n 1 | cut -d' ' -f1 >"$WORK/$name.rate"
+}
+sampling_pair() {  # sampling_pair KIND STEPS BATCH GRAPH: a sample run against the eager batch-16 run
+  local kind="$1" steps="$2" batch="$3" graph="$4" name="$1_b$3_$4"
+  [[ -f "$WORK/${kind}_b16_false.npz" ]] || sample "${kind}_b16_false" "$kind" "$steps" 16 false
+  sample "$name" "$kind" "$steps" "$batch" "$graph"
+  "${COMPARE_RUNS[@]}" images "$WORK/${kind}_b16_false.npz" "$WORK/$name.npz" \
+    "images_per_second=$(cat "$WORK/$name.rate")" "reference_images_per_second=$(cat "$WORK/${kind}_b16_false.rate")"
+}
 
-# Sampling from the plain run's weights: the step replayed from a CUDA graph against the eager step, and another
-# batch size against the first, for respaced ancestral (50 of T = 100 steps) and DDIM (ddim25) sampling. GPU kernels
-# round differently for other batch sizes, so images may differ by a level in a few pixels; the graph replays the
-# eager step's kernels. The images/s of each run are printed (the GPU issue's sampling rows).
-cat >"$WORK/images.py" <<'PY'
-# images.py A.npz B.npz LABEL: arr_0 of both (uint8, stored as ddpm writes it) compared pixel by pixel.
-import struct, sys, zipfile
-def pixels(path):
-    with zipfile.ZipFile(path) as z:
-        raw = z.read("arr_0.npy")
-    size = struct.unpack("<H", raw[8:10])[0] if raw[6] == 1 else struct.unpack("<I", raw[8:12])[0]
-    return raw[(10 if raw[6] == 1 else 12) + size:]
-a, b = pixels(sys.argv[1]), pixels(sys.argv[2])
-if len(a) != len(b):
-    print(f"{sys.argv[3]}: FAIL: {len(a)} against {len(b)} bytes"); sys.exit(1)
-differing = sum(x != y for x, y in zip(a, b))
-largest = max((abs(x - y) for x, y in zip(a, b)), default=0)
-ok = largest <= 1 and differing <= 0.01 * len(a)
-print(f"{sys.argv[3]}: {differing} of {len(a)} pixels differ, by at most {largest}: {'ok' if ok else 'FAIL'}")
-sys.exit(0 if ok else 1)
-PY
-sampling=0
-sample() {  # sample NAME [ddpm sample arguments...]: 16 images from the plain run, their images/s printed
-  local name="$1"
-  shift
-  "$DDPM" sample --config "$REPO_ROOT/configs/smoke.yaml" --set "run.device=$DEVICE" --set "run.dir=$WORK/plain" \
-    --set "data.path=$DATA" --num-images 16 --output "$WORK/$name.npz" \
-    --progress plain "$@" >"$WORK/$name.out" 2>&1 ||
-    { echo "FAIL: sampling, $name:"; tail -n 12 "$WORK/$name.out"; return 1; }
-  echo "sampling, $name: $(grep -o '[0-9.]* images/s  took [0-9]*s' "$WORK/$name.out" | tail -n 1)"
-}
-# The smoke config's T = 100: 50 respaced ancestral steps, and DDIM over 25.
-for sampler in "ancestral --steps 50" "ddim --steps ddim25"; do
-  kind="${sampler%% *}"
-  # shellcheck disable=SC2086
-  sample "${kind}_eager" --sampler $sampler --batch-size 16 --set train.cuda_graph=false || { sampling=1; continue; }
-  # shellcheck disable=SC2086
-  if sample "${kind}_batch5" --sampler $sampler --batch-size 5 --set train.cuda_graph=false; then
-    "$PYTHON" "$WORK/images.py" "$WORK/${kind}_eager.npz" "$WORK/${kind}_batch5.npz" "sampling, $kind: batch 5 against 16" || sampling=1
-  else
-    sampling=1
-  fi
-  if [[ "$DEVICE" == cuda ]]; then
+case "$CHECK" in
+  smoke_plain) smoke smoke_plain && "${COMPARE_RUNS[@]}" learns "$WORK/smoke_plain" ;;
+  smoke_floor)
+    smoke smoke_plain && smoke smoke_floor
+    "${COMPARE_RUNS[@]}" curve "$WORK/smoke_floor" "$WORK/smoke_plain" 0.05 ;;
+  smoke_shipped | smoke_graph | smoke_nccl)
+    declare -A ARGS=([smoke_shipped]="${SHIPPED[*]}" [smoke_graph]="--set train.cuda_graph=true" [smoke_nccl]="${NCCL[*]}")
+    declare -A TOLERANCE=([smoke_shipped]=0.15 [smoke_graph]=0.05 [smoke_nccl]=0.05)
+    smoke smoke_plain && smoke smoke_floor
     # shellcheck disable=SC2086
-    if sample "${kind}_graph" --sampler $sampler --batch-size 16 --set train.cuda_graph=true; then
-      "$PYTHON" "$WORK/images.py" "$WORK/${kind}_eager.npz" "$WORK/${kind}_graph.npz" "sampling, $kind: CUDA graph against eager" || sampling=1
-    else
-      sampling=1
+    smoke "$CHECK" ${ARGS[$CHECK]}
+    "${COMPARE_RUNS[@]}" curve "$WORK/$CHECK" "$WORK/smoke_plain" "${TOLERANCE[$CHECK]}" "$WORK/smoke_floor" ;;
+  nccl_bitwise)
+    DETERMINISTIC=(--set train.deterministic=true)
+    STEPS="$BITWISE_STEPS"
+    smoke det_plain "${DETERMINISTIC[@]}" && smoke det_again "${DETERMINISTIC[@]}" && smoke det_nccl "${DETERMINISTIC[@]}" "${NCCL[@]}"
+    repeat="$(bitwise det_again det_plain "$STEPS")" nccl="$(bitwise det_nccl det_plain "$STEPS")" graph=null
+    if [[ "$DEVICE" == cuda ]]; then
+      smoke det_graph "${DETERMINISTIC[@]}" --set train.cuda_graph=true && graph="$(bitwise det_graph det_plain "$STEPS")"
     fi
-  fi
-done
-[[ $sampling -eq 0 ]] || echo "FAIL: a sampling check"
-[[ $curves -eq 0 && ${#sync_failures[@]} -eq 0 && $sampling -eq 0 ]]
+    echo "train.deterministic: two plain runs bit-identical: $repeat; NCCL at world size 1 against none: $nccl; CUDA graph against eager: $graph"
+    ok=false
+    [[ "$repeat" == true && "$nccl" == true ]] && ok=true
+    echo "{\"ok\": $ok, \"deterministic_repeat_bitwise\": $repeat, \"nccl_bitwise\": $nccl, \"graph_bitwise\": $graph}"
+    [[ "$ok" == true ]] ;;
+  sync_eager) smoke sync_eager "${SYNC[@]}" && sync_done sync_eager ;;
+  sync_nccl)
+    smoke sync_eager "${SYNC[@]}" && smoke sync_nccl "${SYNC[@]}" "${NCCL[@]}"
+    "${COMPARE_RUNS[@]}" curve "$WORK/sync_nccl" "$WORK/sync_eager" 0.15 ;;
+  sync_graph) smoke sync_graph "${SYNC[@]}" --set train.cuda_graph=true && sync_done sync_graph ;;
+  sync_improved) smoke sync_improved "${SYNC[@]}" "${IMPROVED[@]}" && sync_done sync_improved ;;
+  sync_improved_graph) smoke sync_improved_graph "${SYNC[@]}" "${IMPROVED[@]}" --set train.cuda_graph=true && sync_done sync_improved_graph ;;
+  cifar_eager) cifar cifar_eager --sync-check && "${COMPARE_RUNS[@]}" learns "$WORK/cifar_eager" ;;
+  cifar_graph)
+    cifar cifar_eager --sync-check && cifar cifar_graph --sync-check --set train.cuda_graph=true
+    "${COMPARE_RUNS[@]}" curve "$WORK/cifar_graph" "$WORK/cifar_eager" 0.05 ;;
+  cifar_fp32)
+    cifar cifar_eager --sync-check && cifar cifar_fp32 --set train.precision=fp32 --set train.channels_last=false
+    "${COMPARE_RUNS[@]}" curve "$WORK/cifar_fp32" "$WORK/cifar_eager" 0.15 ;;
+  sample_ancestral) sampling_pair ancestral 50 5 false ;;
+  sample_ddim) sampling_pair ddim ddim25 5 false ;;
+  sample_ancestral_graph) sampling_pair ancestral 50 16 true ;;
+  sample_ddim_graph) sampling_pair ddim ddim25 16 true ;;
+  *) echo "gpu_check: no check '$CHECK' (the checks are listed in the header of this script)" >&2; exit 2 ;;
+esac

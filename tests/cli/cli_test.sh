@@ -32,6 +32,12 @@ check "grid of 5 28x28 images in 3 columns" test "$(png_size "$WORK/a.png")" = "
 check "individual images" test "$(ls "$WORK/each" | wc -l)" -eq 5
 check "same seed, same grid" cmp -s "$WORK/a.png" "$WORK/b.png"
 check "another seed, another grid" bash -c "! cmp -s '$WORK/a.png' '$WORK/c.png'"
+# train.deterministic turns on PyTorch's deterministic algorithms process-wide: on a CPU, where the kernels are
+# deterministic already, the same run, the same weights and images (and no op of a step refuses to run).
+DETERMINISTIC=(--config "$CONFIG" --set "run.dir=$WORK/deterministic" --set diffusion.timesteps=30 --set train.deterministic=true)
+expect_exit 0 "step 4/4" "$DDPM" train "${DETERMINISTIC[@]}" --set train.steps=4 --set train.log_every=2 --progress plain
+expect_exit 0 "wrote" "$DDPM" sample "${DETERMINISTIC[@]}" --num-images 5 --seed 1 --output "$WORK/deterministic.png"
+check "train.deterministic on a CPU: the same grid as without it" cmp -s "$WORK/a.png" "$WORK/deterministic.png"
 
 expect_exit 0 "bits/dim [0-9.]+ = L_T" "$DDPM" eval "${COMMON[@]}" --num-images 3 --output "$WORK/report.json"
 check "report has every term" python3 -c '

@@ -1,5 +1,9 @@
 #include "trainer/config/builders.h"
 
+#include <ATen/Context.h>
+
+#include <cstdlib>
+
 namespace ddpm {
 
 UNetOptions unet_options(const Config& config) {
@@ -42,7 +46,25 @@ LoaderOptions loader_options(const Config& config, int64_t rank, int64_t world_s
   return options;
 }
 
+namespace {
+
+// train.cudnn_benchmark and train.deterministic, process-wide as PyTorch keeps them, before the first kernel.
+void configure_kernels(const TrainConfig& train) {
+  at::Context& context = at::globalContext();
+  context.setBenchmarkCuDNN(train.cudnn_benchmark);
+  context.setDeterministicCuDNN(train.deterministic);
+  // Not warn-only: an op without a deterministic kernel stops the run, naming the op, rather than quietly making
+  // a run that claims to be reproducible irreproducible.
+  context.setDeterministicAlgorithms(train.deterministic, /*warn_only=*/false);
+  // cuBLAS splits its reductions by the workspace it has; a fixed small one per stream makes its results
+  // reproducible (cuBLAS documentation, "Results reproducibility"). Read when cuBLAS starts: a user's value wins.
+  if (train.deterministic) setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+}
+
+}  // namespace
+
 torch::Device select_device(const Config& config, int local_rank) {
+  configure_kernels(config.train);
   const bool have_cuda = torch::cuda::is_available();
   const DeviceChoice choice = config.run.device;
   if (choice == DeviceChoice::kCpu || (choice == DeviceChoice::kAuto && !have_cuda)) return torch::kCPU;

@@ -16,7 +16,8 @@ WarmupSchedule lr_schedule(const Config& config);
 DatasetSpec dataset_spec(const Config& config, DataSplit split);
 LoaderOptions loader_options(const Config& config, int64_t rank, int64_t world_size, const torch::Device& device);
 // run.device resolved on this rank: auto picks CUDA device (local rank mod visible devices) when CUDA is
-// available, else the CPU. Throws for cuda on a machine (or build) without it.
+// available, else the CPU. Throws for cuda on a machine (or build) without it. Also applies the config's kernel
+// choices (train.cudnn_benchmark, train.deterministic) to the process, before any kernel runs.
 torch::Device select_device(const Config& config, int local_rank);
 
 }  // namespace ddpm

@@ -204,6 +204,11 @@ void validate(const Config& config) {
                       choice_name(config.diffusion.model_variance) +
                       " (the ε-MSE gives the variance no gradient): use hybrid (L_simple + 0.001·L_vlb), kl or rescaled_kl");
   }
+  // Autotuning picks whichever algorithm was fastest this time, deterministic or not.
+  if (config.train.deterministic && config.train.cudnn_benchmark) {
+    throw ConfigError(file + ": train.deterministic and train.cudnn_benchmark are both true: autotuning may pick a "
+                      "non-deterministic algorithm; set one of them to false");
+  }
   if (config.model.channels % 32 != 0) {
     throw ConfigError(file + ": model.channels " + std::to_string(config.model.channels) +
                       " must be a multiple of 32 (GroupNorm with 32 groups)");

@@ -76,6 +76,8 @@ struct TrainConfig {
   bool channels_last = false;
   bool fused_adam = false;
   bool cuda_graph = false;
+  bool cudnn_benchmark = false;
+  bool deterministic = false;
 };
 
 struct DistributedConfig {
