@@ -4,7 +4,7 @@
 # first call that needs a GPU. It passes when
 #   - what travels fits the tool's 64 MiB;
 #   - run.sh unpacks the packages, and takes the binaries prepare.sh built (no build on the GPU machine) and finds
-#     every library they need;
+#     every library they need in the prefix or the torch install (beyond the C and C++ runtimes);
 #   - those binaries, with the relocated Open MPI, train a few CPU steps of the smoke model on the carried data
 #     (`ddpm bench` on the CPU: MPI, the config, the data loader, the trainer);
 #   - the first GPU rows fail only for want of a GPU: machine.py finds no CUDA device, and check.smoke_plain stops
@@ -37,6 +37,8 @@ echo "dry run: run.sh exited $code; its log:"
 sed 's/^/  | /' "$out/run.log" | tail -n 40
 grep -q "the binaries prepare.sh built" "$out/run.log" ||
   fail "run.sh would build ddpm on the GPU machine (minutes of device time): run launch/gpu/prepare.sh again"
+! grep -q "libraries from the machine itself" "$out/run.log" ||
+  fail "a library comes from this machine, not from the carried packages or torch (add its package to prepare.sh)"
 status() {  # status NAME [EXPRESSION]: row NAME's status, or the Python expression of its row r
   "$PYTHON" -c 'import json, sys
 for line in open(sys.argv[1]):

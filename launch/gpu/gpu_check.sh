@@ -63,9 +63,15 @@ train() {
   if [[ -f "$WORK/$name/.done" ]]; then echo "== $name: reused"; return 0; fi
   rm -rf "${WORK:?}/$name"
   echo "== $name: ddpm train $*"
-  "$DDPM" train --config "$config" --set "run.device=$DEVICE" --set "run.dir=$WORK/$name" \
+  # Explicit, not set -e: that is off inside a function called from an if or an && list.
+  if ! "$DDPM" train --config "$config" --set "run.device=$DEVICE" --set "run.dir=$WORK/$name" \
     --set "train.steps=$steps" --set "train.checkpoint_every=$steps" --set monitoring.enabled=false \
-    --set monitoring.eval_every=0 --progress plain "$@" | tail -n 3
+    --set monitoring.eval_every=0 --progress plain "$@" >"$WORK/$name.out" 2>&1; then
+    echo "FAIL: ddpm train of $name:"
+    grep -m1 -A30 "ddpm: error" "$WORK/$name.out" || tail -n 20 "$WORK/$name.out"
+    return 1
+  fi
+  tail -n 3 "$WORK/$name.out"
   touch "$WORK/$name/.done"
 }
 smoke() {  # smoke NAME [ARGS...]: the smoke model on Fashion-MNIST's test split
@@ -81,8 +87,15 @@ cifar() {  # cifar NAME [ARGS...]: the CIFAR-10 config on stand-in images
   train "$name" "$REPO_ROOT/configs/cifar10.yaml" "$CIFAR_STEPS" --set data.format=folder --set "data.path=$images" \
     --set train.batch_size=128 --set model.dropout=0 --set train.warmup_steps=10 --set train.log_every=5 "$@"
 }
-bitwise() {  # bitwise A B STEPS: "true" when the two runs' weights are bit-identical, else "false"
-  if "$COMPARE" "$(checkpoint "$1" "$3")" "$(checkpoint "$2" "$3")" | tail -n 1 >&2; then echo true; else echo false; fi
+bitwise() {  # bitwise A B STEPS: true when the two runs' weights are bit-identical, false when not, else an error
+  local code=0
+  "$COMPARE" "$(checkpoint "$1" "$3")" "$(checkpoint "$2" "$3")" >"$WORK/compare_$1_$2.out" 2>&1 || code=$?
+  tail -n 1 "$WORK/compare_$1_$2.out" >&2
+  case "$code" in
+    0) echo true ;;
+    1) echo false ;;
+    *) echo "\"compare_checkpoints exited $code\"" ;;  # a file it could not read is no difference in results
+  esac
 }
 sync_done() {  # sync_done NAME: the run under --sync-check finished (train would have failed otherwise)
   echo "sync check, $1: no host wait inside a step (50 steps)"
@@ -90,7 +103,7 @@ sync_done() {  # sync_done NAME: the run under --sync-check finished (train woul
 }
 sample() {  # sample NAME SAMPLER STEPS BATCH GRAPH: 16 images from smoke_plain's weights, their images/s printed
   local name="$1" sampler="$2" steps="$3" batch="$4" graph="$5"
-  smoke smoke_plain >&2
+  smoke smoke_plain >&2 || return 1
   echo "== $name: ddpm sample --sampler $sampler --steps $steps --batch-size $batch (cuda_graph $graph)"
   "$DDPM" sample --config "$REPO_ROOT/configs/smoke.yaml" --set "run.device=$DEVICE" --set "run.dir=$WORK/smoke_plain" \
     --set "data.path=$DATA" --num-images 16 --output "$WORK/$name.npz" --progress plain --sampler "$sampler" \
@@ -108,43 +121,43 @@ sampling_pair() {  # sampling_pair KIND STEPS BATCH GRAPH: a sample run against 
 }
 
 case "$CHECK" in
-  smoke_plain) smoke smoke_plain && "${COMPARE_RUNS[@]}" learns "$WORK/smoke_plain" ;;
+  smoke_plain) smoke smoke_plain || exit 1; "${COMPARE_RUNS[@]}" learns "$WORK/smoke_plain" ;;
   smoke_floor)
-    smoke smoke_plain && smoke smoke_floor
+    smoke smoke_plain || exit 1; smoke smoke_floor
     "${COMPARE_RUNS[@]}" curve "$WORK/smoke_floor" "$WORK/smoke_plain" 0.05 ;;
   smoke_shipped | smoke_graph | smoke_nccl)
     declare -A ARGS=([smoke_shipped]="${SHIPPED[*]}" [smoke_graph]="--set train.cuda_graph=true" [smoke_nccl]="${NCCL[*]}")
     declare -A TOLERANCE=([smoke_shipped]=0.15 [smoke_graph]=0.05 [smoke_nccl]=0.05)
-    smoke smoke_plain && smoke smoke_floor
+    smoke smoke_plain || exit 1; smoke smoke_floor
     # shellcheck disable=SC2086
     smoke "$CHECK" ${ARGS[$CHECK]}
     "${COMPARE_RUNS[@]}" curve "$WORK/$CHECK" "$WORK/smoke_plain" "${TOLERANCE[$CHECK]}" "$WORK/smoke_floor" ;;
   nccl_bitwise)
     DETERMINISTIC=(--set train.deterministic=true)
     STEPS="$BITWISE_STEPS"
-    smoke det_plain "${DETERMINISTIC[@]}" && smoke det_again "${DETERMINISTIC[@]}" && smoke det_nccl "${DETERMINISTIC[@]}" "${NCCL[@]}"
+    smoke det_plain "${DETERMINISTIC[@]}" || exit 1; smoke det_again "${DETERMINISTIC[@]}" || exit 1; smoke det_nccl "${DETERMINISTIC[@]}" "${NCCL[@]}"
     repeat="$(bitwise det_again det_plain "$STEPS")" nccl="$(bitwise det_nccl det_plain "$STEPS")" graph=null
     if [[ "$DEVICE" == cuda ]]; then
-      smoke det_graph "${DETERMINISTIC[@]}" --set train.cuda_graph=true && graph="$(bitwise det_graph det_plain "$STEPS")"
+      if smoke det_graph "${DETERMINISTIC[@]}" --set train.cuda_graph=true; then graph="$(bitwise det_graph det_plain "$STEPS")"; else graph='"the run failed"'; fi
     fi
     echo "train.deterministic: two plain runs bit-identical: $repeat; NCCL at world size 1 against none: $nccl; CUDA graph against eager: $graph"
     ok=false
     [[ "$repeat" == true && "$nccl" == true ]] && ok=true
     echo "{\"ok\": $ok, \"deterministic_repeat_bitwise\": $repeat, \"nccl_bitwise\": $nccl, \"graph_bitwise\": $graph}"
     [[ "$ok" == true ]] ;;
-  sync_eager) smoke sync_eager "${SYNC[@]}" && sync_done sync_eager ;;
+  sync_eager) smoke sync_eager "${SYNC[@]}" || exit 1; sync_done sync_eager ;;
   sync_nccl)
-    smoke sync_eager "${SYNC[@]}" && smoke sync_nccl "${SYNC[@]}" "${NCCL[@]}"
+    smoke sync_eager "${SYNC[@]}" || exit 1; smoke sync_nccl "${SYNC[@]}" "${NCCL[@]}"
     "${COMPARE_RUNS[@]}" curve "$WORK/sync_nccl" "$WORK/sync_eager" 0.15 ;;
-  sync_graph) smoke sync_graph "${SYNC[@]}" --set train.cuda_graph=true && sync_done sync_graph ;;
-  sync_improved) smoke sync_improved "${SYNC[@]}" "${IMPROVED[@]}" && sync_done sync_improved ;;
-  sync_improved_graph) smoke sync_improved_graph "${SYNC[@]}" "${IMPROVED[@]}" --set train.cuda_graph=true && sync_done sync_improved_graph ;;
-  cifar_eager) cifar cifar_eager --sync-check && "${COMPARE_RUNS[@]}" learns "$WORK/cifar_eager" ;;
+  sync_graph) smoke sync_graph "${SYNC[@]}" --set train.cuda_graph=true || exit 1; sync_done sync_graph ;;
+  sync_improved) smoke sync_improved "${SYNC[@]}" "${IMPROVED[@]}" || exit 1; sync_done sync_improved ;;
+  sync_improved_graph) smoke sync_improved_graph "${SYNC[@]}" "${IMPROVED[@]}" --set train.cuda_graph=true || exit 1; sync_done sync_improved_graph ;;
+  cifar_eager) cifar cifar_eager --sync-check || exit 1; "${COMPARE_RUNS[@]}" learns "$WORK/cifar_eager" ;;
   cifar_graph)
-    cifar cifar_eager --sync-check && cifar cifar_graph --sync-check --set train.cuda_graph=true
+    cifar cifar_eager --sync-check || exit 1; cifar cifar_graph --sync-check --set train.cuda_graph=true
     "${COMPARE_RUNS[@]}" curve "$WORK/cifar_graph" "$WORK/cifar_eager" 0.05 ;;
   cifar_fp32)
-    cifar cifar_eager --sync-check && cifar cifar_fp32 --set train.precision=fp32 --set train.channels_last=false
+    cifar cifar_eager --sync-check || exit 1; cifar cifar_fp32 --set train.precision=fp32 --set train.channels_last=false
     "${COMPARE_RUNS[@]}" curve "$WORK/cifar_fp32" "$WORK/cifar_eager" 0.15 ;;
   sample_ancestral) sampling_pair ancestral 50 5 false ;;
   sample_ddim) sampling_pair ddim ddim25 5 false ;;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Here, where apt and PyPI answer: gathers in .cache/gpu (git-ignored) what launch/gpu/run.sh needs on the
 # GPU machine, which has python3 with torch, CMake, ninja and nvcc but no Debian -dev packages and no registries:
-#   debs/     the Debian packages ddpm builds against (Open MPI and its libraries, yaml-cpp, prometheus-cpp,
-#             civetweb (its CMake files name its binary too), nlohmann-json, libstb, libpng, zlib, GoogleTest), unpacked there with dpkg -x;
+#   debs/     the Debian packages ddpm builds against (Open MPI and its libraries, hwloc's libudev, yaml-cpp,
+#             prometheus-cpp, civetweb (its CMake files name its binary too), nlohmann-json, libstb, libpng, zlib,
+#             GoogleTest), unpacked there with dpkg -x;
 #   wheels/   diffusers and what it needs, for the machine's CPython 3.12 (launch/bench/fetch_peer_wheels.sh);
 #   data/     Fashion-MNIST's test split (10,000 images, 4.4 MB): real data for the checks;
 #   bin/      ddpm and compare_checkpoints built here the way run.sh builds there (against the prefix of
@@ -22,7 +23,7 @@ PACKAGES=(libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libhwloc15 libpm
           libevent-pthreads-2.1-7 libfabric1 libucx0 libpsm2-2 libpsm-infinipath1 libibverbs1 librdmacm1 libnl-3-200
           libnl-route-3-200 libyaml-cpp-dev libyaml-cpp0.7 prometheus-cpp-dev libprometheus-cpp-core1.0
           libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0 libcivetweb1 libcivetweb-dev civetweb libgtest-dev
-          nlohmann-json3-dev libstb-dev libstb0 libpng-dev libpng16-16 zlib1g-dev)
+          nlohmann-json3-dev libstb-dev libstb0 libpng-dev libpng16-16 zlib1g-dev libudev1)
 # What the GPU machine's Python already has (its image lists them): not carried.
 MACHINE_HAS="pillow pyyaml requests huggingface-hub safetensors filelock fsspec packaging tqdm typing-extensions
              anyio certifi charset-normalizer h11 httpcore httpx idna urllib3"

@@ -83,8 +83,16 @@ except ImportError:
 PY
 )
 [[ "$NCCL_LIB" != - ]] && export LD_LIBRARY_PATH="$(dirname "$NCCL_LIB"):$LD_LIBRARY_PATH"
-# The machine's LibTorch first: binaries built elsewhere find it through the path, not their RUNPATH.
-export LD_LIBRARY_PATH="$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))'):$LD_LIBRARY_PATH"
+# The machine's LibTorch and the CUDA libraries of its wheels (cudart, cuBLAS, cuDNN) first: binaries built
+# elsewhere find them through the path, not through their RUNPATH (which names this build's folders, and
+# /usr/local/cuda, whose toolkit need not be the one torch was built with).
+TORCH_LIBS="$("$PYTHON" - <<'PY'
+import glob, os, torch
+site = os.path.dirname(os.path.dirname(torch.__file__))
+print(":".join([os.path.join(os.path.dirname(torch.__file__), "lib")] + sorted(glob.glob(os.path.join(site, "nvidia", "*", "lib")))))
+PY
+)"
+export LD_LIBRARY_PATH="$TORCH_LIBS:$LD_LIBRARY_PATH"
 
 # 2. The binaries: those prepare.sh built here from this very source against the same torch version when they
 # run, else a build against the machine's LibTorch and NCCL (minutes of device time).
@@ -123,6 +131,11 @@ say "$DDPM_VERSION ($BINARIES)"
 # A library the binaries need and the machine lacks is named now, not at the first row.
 missing="$(ldd "$DDPM" "$COMPARE" | grep 'not found' | sort -u || true)"
 [[ -z "$missing" ]] || { echo "run.sh: libraries missing for $DDPM:"; echo "$missing"; exit 1; }
+# Beyond the C and C++ runtimes, every library should come from the prefix or the torch install: one the machine
+# happens to have here may be missing on the GPU machine (dry_run.sh fails on this line).
+outside="$(ldd "$DDPM" "$COMPARE" | awk '/=>/ {print $3}' | grep -v -e "^$PREFIX/" -e '/site-packages/' |
+  grep -v -E '/(libc|libm|libdl|libpthread|librt|libutil|libgcc_s|libstdc\+\+|libz|ld-linux-x86-64)\.so' | sort -u | tr '\n' ' ' || true)"
+[[ -z "$outside" ]] || say "libraries from the machine itself, beyond the C and C++ runtimes: $outside"
 if [[ "$STOP" == built ]]; then
   if [[ -n "${GPU_RUN_EXPORT:-}" ]]; then
     mkdir -p "$GPU_RUN_EXPORT"
