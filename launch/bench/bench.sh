@@ -50,7 +50,8 @@ case "$MODE" in
       # No CIFAR-10 here (nothing is downloaded at run time): 32x32 RGB stand-in images of the same shape;
       # the step's cost does not depend on the pixels.
       STAND_IN="${TMPDIR:-/tmp}/ddpm-bench-images"
-      "$PYTHON" "$REPO_ROOT/launch/bench/stand_in_images.py" "$STAND_IN"
+      [[ "$(find "$STAND_IN" -name '*.png' 2>/dev/null | wc -l)" == 512 ]] ||
+        "$PYTHON" "$REPO_ROOT/launch/bench/stand_in_images.py" "$STAND_IN"
       SETS+=(--set data.format=folder --set "data.path=$STAND_IN")
       echo "bench: no data/cifar-10-batches-bin; training on 512 random 32x32 RGB images in $STAND_IN" >&2
     fi
@@ -67,10 +68,11 @@ case "$MODE" in
   *) echo "usage: bench.sh gpu|cpu" >&2; exit 2 ;;
 esac
 # The shipped config's speed options, which "ours" runs with and the peer copies.
-PRECISION="$("$DDPM" config --config "$CONFIG" | sed -n 's/^  precision: \([a-z0-9]*\).*/\1/p')"
-CHANNELS_LAST="$("$DDPM" config --config "$CONFIG" | sed -n 's/^  channels_last: \([a-z]*\).*/\1/p')"
+RESOLVED="$("$DDPM" config --config "$CONFIG")"
+PRECISION="$(sed -n 's/^  precision: \([a-z0-9]*\).*/\1/p' <<<"$RESOLVED")"
+CHANNELS_LAST="$(sed -n 's/^  channels_last: \([a-z]*\).*/\1/p' <<<"$RESOLVED")"
 # The peer builds the config's function: its downsampling padding too (Ho et al.'s 0 in cifar10.yaml, 1 in smoke.yaml).
-DOWNSAMPLE_PADDING="$("$DDPM" config --config "$CONFIG" | sed -n 's/^  downsample_padding: \([0-9]*\).*/\1/p')"
+DOWNSAMPLE_PADDING="$(sed -n 's/^  downsample_padding: \([0-9]*\).*/\1/p' <<<"$RESOLVED")"
 : >"$OUT"
 
 row() {  # row JSON: one report line into $OUT (and $BENCH_MIRROR); with BENCH_ONLY on stdout too, and its exit

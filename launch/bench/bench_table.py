@@ -29,6 +29,11 @@ KINDS = [
 ]
 
 
+def is_shipped(name):
+    """The row of the config as shipped, eager: not its CUDA-graph, cuDNN-autotuning or all-reduce variants."""
+    return re.fullmatch(r"ddpm as shipped \([^)]*\)( \[round \d+\])?", name) is not None
+
+
 def kind_of(name):
     for kind, pattern in KINDS:
         if re.search(pattern, name, re.IGNORECASE):
@@ -64,7 +69,7 @@ def ratio(mine, theirs, key):
 def ratio_lines(rows):
     if any("round" in r for r in rows):
         return round_lines(rows)
-    ours = next((r["report"] for r in rows if r["name"].startswith("ddpm as shipped (")), None)
+    ours = next((r["report"] for r in rows if is_shipped(r["name"])), None)
     peers = [r for r in rows if r["name"].startswith("diffusers")]
     if ours is None:  # the peer's half of a split run alone
         return
@@ -79,7 +84,7 @@ def ratio_lines(rows):
             print(line)
     reduced = next((r for r in rows if "all-reduce at world size 1" in r["name"]), None)
     if reduced:
-        print(f"{reduced['name']} / as shipped: {reduced['report']['images_per_second'] / ours['images_per_second']:.3f}")
+        print(f"{reduced['name']} / as shipped: {fmt(ratio(reduced['report'], ours, 'images_per_second'), '%.3f')}")
     peer = peers[-1]["report"] if peers else {}
     print(f"FLOPs per image, forward: ours {ours.get('forward_flops_per_image', 0) / 1e9:.3f} G (counted from the layers), "
           f"PyTorch's FlopCounterMode on the peer {peer.get('forward_flops_per_image', 0) / 1e9:.3f} G")
@@ -94,7 +99,7 @@ def round_lines(rows):
     ratios = {}
     for n in rounds:
         here = [r for r in rows if r.get("round") == n]
-        ours = next((r["report"] for r in here if r["name"].startswith("ddpm as shipped (")), None)
+        ours = next((r["report"] for r in here if is_shipped(r["name"])), None)
         if ours is None:
             continue
         parts = []
@@ -106,7 +111,7 @@ def round_lines(rows):
         print(f"round {n}: ours / " + ", ".join(parts))
     for name, values in ratios.items():
         print(f"sampling, ours / {name}: {min(values):.2f}x - {max(values):.2f}x over {len(values)} round(s)")
-    ours = next((r["report"] for r in rows if r["name"].startswith("ddpm as shipped (")), {})
+    ours = next((r["report"] for r in rows if is_shipped(r["name"])), {})
     peer = next((r["report"] for r in rows if r["name"].startswith("diffusers")), {})
     print(f"device: {ours.get('device_name', '?')}; {ours.get('impl', '?')}, {ours.get('threads', '?')} threads; "
           f"peer: {peer.get('impl', '?')}, torch {peer.get('torch_version', '?')}, {peer.get('threads', '?')} threads")

@@ -2,7 +2,7 @@
 """The comparisons of launch/gpu/gpu_check.sh, each printing its figures and, last, one JSON line; exit 1 when the
 comparison fails. Plain Python: it runs under whatever python3 the GPU machine has.
 
-    compare_runs.py learns RUN                     the run's loss fell below half its first logged value
+    compare_runs.py learns RUN [RATIO]             the run's last logged loss is at most RATIO (0.5) of its first
     compare_runs.py curve RUN REFERENCE TOLERANCE [FLOOR_RUN]
                                                    the largest relative difference of the two loss curves (every
                                                    logged step) is at most TOLERANCE, or twice the distance of
@@ -37,12 +37,12 @@ def done(report):
     sys.exit(0 if report["ok"] else 1)
 
 
-def learns(run):
+def learns(run, ratio=0.5):
     c = curve(run)
-    ok = c[-1][1] <= 0.5 * c[0][1]
+    ok = c[-1][1] <= ratio * c[0][1]
     print(f"loss {c[0][1]:.4f} at step {c[0][0]} -> {c[-1][1]:.4f} at step {c[-1][0]}: "
-          f"{'learns' if ok else 'FAIL: not below half the first'}")
-    done({"ok": ok, "first_loss": c[0][1], "last_loss": c[-1][1], "steps": c[-1][0]})
+          f"{'learns' if ok else f'FAIL: not below {ratio:g} of the first'}")
+    done({"ok": ok, "first_loss": c[0][1], "last_loss": c[-1][1], "steps": c[-1][0], "ratio": ratio})
 
 
 def compare_curves(run, reference, tolerance, floor_run=None):
@@ -80,8 +80,8 @@ def compare_images(a_path, b_path, extra):
 
 
 def main(argv):
-    if len(argv) >= 2 and argv[0] == "learns":
-        learns(argv[1])
+    if len(argv) in (2, 3) and argv[0] == "learns":
+        learns(argv[1], float(argv[2]) if len(argv) == 3 else 0.5)
     elif len(argv) in (4, 5) and argv[0] == "curve":
         compare_curves(argv[1], argv[2], float(argv[3]), argv[4] if len(argv) == 5 else None)
     elif len(argv) >= 3 and argv[0] == "images":

@@ -29,6 +29,8 @@ MACHINE_HAS="pillow pyyaml requests huggingface-hub safetensors filelock fsspec 
              anyio certifi charset-normalizer h11 httpcore httpx idna urllib3"
 
 mkdir -p "$DEST/debs" "$DEST/data/fashion-mnist"
+# An earlier run's rows (put here for a rerun on a fresh machine) belong to the code they ran: not to this one.
+rm -f "$DEST/previous.jsonl"
 (cd "$DEST/debs" && apt-get download "${PACKAGES[@]}" 2>&1 | grep -v "unsandboxed" || true)
 for package in "${PACKAGES[@]}"; do
   ls "$DEST/debs/${package}_"*.deb >/dev/null 2>&1 || { echo "prepare.sh: no .deb of $package" >&2; exit 1; }
@@ -37,7 +39,7 @@ PEER_PYTHONS=3.12 PEER_SKIP="$MACHINE_HAS" bash "$REPO_ROOT/launch/bench/fetch_p
 cp -u /usr/share/datasets/fashion-mnist/t10k-*-ubyte.gz "$DEST/data/fashion-mnist/"
 if [[ "${PREPARE_PREBUILT:-1}" == 1 ]]; then
   PYTHON="${PYTHON:-${DDPM_TORCH_ENV:-$HOME/.cache/ddpm/torch-$DDPM_TORCH_VERSION}/bin/python}"
-  GPU_RUN_STOP=built GPU_RUN_BUILD_ANYWAY=1 GPU_RUN_EXPORT="$DEST/bin" GPU_RUN_BUILD="$REPO_ROOT/build-gpu" \
+  GPU_RUN_STOP=built GPU_RUN_LIMIT=36000 GPU_RUN_BUILD_ANYWAY=1 GPU_RUN_EXPORT="$DEST/bin" GPU_RUN_BUILD="$REPO_ROOT/build-gpu" \
     GPU_RUN_PREFIX="$REPO_ROOT/.cache/gpu-prefix" PYTHON="$PYTHON" OUT="$(mktemp -d)" bash "$REPO_ROOT/launch/gpu/run.sh" | tail -n 3
 fi
 du -sh "$DEST" "$DEST"/*

@@ -108,12 +108,20 @@ def readme_block(rows):
             print(f"| ours / {name} | {bench_table.fmt(ratio, '%.2f')}x training |")
 
 
+def section(title, make, *args):
+    """One table; a row with fields missing (a partial run) costs that table, not the ones after it."""
+    try:
+        make(*args)
+    except Exception as e:  # noqa: BLE001: the table of a run stopped midway must still print what it can
+        print(f"\n({title}: not printed: {type(e).__name__}: {e})")
+
+
 def main(path):
     rows = load(path)
-    checks_table(rows)
-    bench_tables(bench_rows(rows, ("ours", "peer")), "Training (launch/bench/bench.sh gpu, a row a key)")
-    bench_tables(bench_rows(rows, ("sampling",)), "Sampling (BENCH_PART=sampling, one round)")
-    readme_block(rows)
+    section("checks", checks_table, rows)
+    section("training", bench_tables, bench_rows(rows, ("ours", "peer")), "Training (launch/bench/bench.sh gpu, a row a key)")
+    section("sampling", bench_tables, bench_rows(rows, ("sampling",)), "Sampling (BENCH_PART=sampling, one round)")
+    section("README block", readme_block, rows)
     counts = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1

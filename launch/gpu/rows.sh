@@ -127,7 +127,10 @@ row() {  # row NAME ESTIMATE CAP CMD...
   timeout --kill-after=10 "$cap" "$@" >"$log" 2>&1 </dev/null || code=$?
   case "$code" in
     0) status=ok ;;
-    124 | 137) status=timeout reason="stopped after $cap s" ;;
+    124) status=timeout reason="stopped after $cap s" ;;
+    # SIGKILL: timeout's --kill-after at the cap, or something else (the kernel's OOM killer) before it.
+    137) if ((SECONDS - start >= cap)); then status=timeout reason="stopped after $cap s"
+         else status=failed reason="killed (exit 137) after $((SECONDS - start)) s, before its cap"; fi ;;
     *) status=failed reason="exited $code" ;;
   esac
   line="$(rows_json "$ROWS_PHASE" "$name" "$status" $((SECONDS - start)) "$code" "$reason" "$log")"

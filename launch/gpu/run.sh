@@ -22,11 +22,11 @@
 #   checks   (170)   launch/gpu/gpu_check.sh, one check a row: the smoke and CIFAR-10 models on CUDA (eager, bf16,
 #                    channels-last, fused Adam), train.deterministic's bit-identical runs with the NCCL all-reduce
 #                    at world size 1 against none, the CUDA graph against the eager step, --sync-check on each
-#   ours     (110)   launch/bench/bench.sh gpu, a row a key: the shipped CIFAR-10 config at batch 128 (profiled,
+#   ours     (140)   launch/bench/bench.sh gpu, a row a key: the shipped CIFAR-10 config at batch 128 (profiled,
 #                    traced), the NCCL all-reduce at world size 1, the CUDA graph, then each speed option alone
 #   peer     (140)   diffusers' UNet2DModel trained by a PyTorch loop: eager (profiled), then torch.compile (its
 #                    compilation reported apart, as warm-up seconds)
-#   sampling  (90)   1000-step ancestral sampling of 256 images and our fast samplers (respaced, DDIM): ours eager
+#   sampling (110)   1000-step ancestral sampling of 256 images and our fast samplers (respaced, DDIM): ours eager
 #                    and with a CUDA graph, the peer eager and compiled
 # $OUT receives: run.log (everything printed), results.jsonl (a line a row, as each ends; launch/gpu/rows.sh says
 # what a line holds), table.txt (launch/gpu/results_table.py: the checks, the benchmark table, the README block),
@@ -121,8 +121,13 @@ else
     -DMPI_CXX_COMPILER="$PREFIX/usr/bin/mpicxx.openmpi" -DSTB_LIBRARY="$LIB/libstb.so" \
     -DCMAKE_CXX_FLAGS="-isystem $PREFIX/usr/include" "${nccl_args[@]}" >"$OUT/cmake.log" 2>&1 ||
     { tail -40 "$OUT/cmake.log"; exit 1; }
-  say "building ddpm and compare_checkpoints ($(nproc) jobs)"
-  cmake --build "$BUILD" --target ddpm compare_checkpoints -- -j"$(nproc)" | { grep -v '^\[' || true; }
+  # Within the run's limit, leaving a minute for rows: a build that cannot finish in time ends the run with a
+  # clear line rather than at the device tool's limit.
+  build_limit=$((LIMIT - SECONDS - 60))
+  ((build_limit > 0)) || build_limit=1
+  say "building ddpm and compare_checkpoints ($(nproc) jobs, at most $build_limit s)"
+  timeout "$build_limit" cmake --build "$BUILD" --target ddpm compare_checkpoints -- -j"$(nproc)" >"$OUT/build.log" 2>&1 ||
+    { tail -30 "$OUT/build.log"; say "the build did not finish within $build_limit s (GPU_RUN_LIMIT $LIMIT): no rows run"; exit 1; }
   export DDPM="$BUILD/ddpm" COMPARE="$BUILD/tests/compare_checkpoints"
   BINARIES="built here in $((SECONDS)) s"
 fi
@@ -153,9 +158,10 @@ source "$REPO_ROOT/launch/gpu/rows.sh"
 previous=""
 if [[ "${GPU_RUN_RERUN:-0}" == 1 ]]; then
   previous="$KEPT/previous.jsonl"
-  # A file put in .cache/gpu on purpose wins over the last run kept on this machine.
-  if [[ -f "$CARRIED/previous.jsonl" ]]; then cp "$CARRIED/previous.jsonl" "$previous"
-  elif [[ -f "$KEPT/results.jsonl" ]]; then cp "$KEPT/results.jsonl" "$previous"
+  # The last run of this lease, kept on this machine, else (a fresh machine) the one carried in .cache/gpu
+  # (prepare.sh removes a stale one).
+  if [[ -s "$KEPT/results.jsonl" ]]; then cp "$KEPT/results.jsonl" "$previous"
+  elif [[ -f "$CARRIED/previous.jsonl" ]]; then cp "$CARRIED/previous.jsonl" "$previous"
   else say "GPU_RUN_RERUN=1, but no earlier results here or in .cache/gpu/previous.jsonl: every row runs"; previous=""
   fi
 fi
@@ -212,7 +218,7 @@ bench() {  # bench KEY ESTIMATE CAP [VAR=VALUE...]: one row of launch/bench/benc
   row "bench.$key" "$estimate" "$cap" env OUT="$WORK/bench_$key.jsonl" PEER_WHEELS="$CARRIED/wheels" BENCH_ONLY="$key" \
     BENCH_SAMPLING=0 "$@" bash "$REPO_ROOT/launch/bench/bench.sh" gpu
 }
-rows_phase ours 110
+rows_phase ours 140
 bench shipped 20 60 TRACE="$WORK/trace_ddpm.json"
 bench nccl1 15 45
 bench graph 20 60
@@ -225,7 +231,7 @@ bench shipped_cudnn_benchmark 12 45
 rows_phase peer 140
 bench peer_eager 25 60
 bench peer_compile 90 150
-rows_phase sampling 90
+rows_phase sampling 110
 for key in sampling sampling_graph sampling_peer_eager sampling_peer_compile; do
   declare -A EST=([sampling]=20 [sampling_graph]=15 [sampling_peer_eager]=20 [sampling_peer_compile]=50)
   bench "$key" "${EST[$key]}" $((EST[$key] * 3)) BENCH_PART=sampling BENCH_REPEAT=1 BENCH_SAMPLING=1

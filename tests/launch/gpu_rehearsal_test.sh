@@ -89,7 +89,8 @@ expect_exit 1 'FAIL' python3 "$SRC/launch/gpu/compare_runs.py" images "$work/anc
 mkdir -p "$WORK/flat"
 python3 -c 'import json
 for s in (25, 50): print(json.dumps({"step": s, "loss": 0.5}))' >"$WORK/flat/train_log.jsonl"
-expect_exit 1 'not below half' python3 "$SRC/launch/gpu/compare_runs.py" learns "$WORK/flat"
+expect_exit 1 'not below 0.5 of the first' python3 "$SRC/launch/gpu/compare_runs.py" learns "$WORK/flat"
+expect_exit 0 '"ok": true' python3 "$SRC/launch/gpu/compare_runs.py" learns "$WORK/flat" 1.0
 expect_exit 2 "no check 'no_such_check'" bash "$SRC/launch/gpu/gpu_check.sh" no_such_check
 
 python3 "$SRC/launch/gpu/results_table.py" "$WORK/results.jsonl" >"$WORK/table.txt" 2>&1
