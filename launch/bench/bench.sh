@@ -50,8 +50,7 @@ case "$MODE" in
       # No CIFAR-10 here (nothing is downloaded at run time): 32x32 RGB stand-in images of the same shape;
       # the step's cost does not depend on the pixels.
       STAND_IN="${TMPDIR:-/tmp}/ddpm-bench-images"
-      [[ "$(find "$STAND_IN" -name '*.png' 2>/dev/null | wc -l)" == 512 ]] ||
-        "$PYTHON" "$REPO_ROOT/launch/bench/stand_in_images.py" "$STAND_IN"
+      "$PYTHON" "$REPO_ROOT/launch/bench/stand_in_images.py" "$STAND_IN"
       SETS+=(--set data.format=folder --set "data.path=$STAND_IN")
       echo "bench: no data/cifar-10-batches-bin; training on 512 random 32x32 RGB images in $STAND_IN" >&2
     fi

@@ -186,11 +186,9 @@ def warmup_lines(rows):
             print(f"{r['name']}: warm-up{' (compilation, mostly)' if 'compile' in r['name'] else ''} " + ", ".join(parts))
 
 
-def main(path):
-    rows = [json.loads(line) for line in open(path) if line.strip()]
-    for r in rows:  # BENCH_PART=sampling's rounds, named apart
-        if "round" in r:
-            r["name"] += f" [round {r['round']}]"
+def print_tables(rows):
+    """Every table of these reports: the figures, then (of the runs that did not fail) the ratios, the peer's
+    warm-up, sampling, and the profiles. launch/gpu/results_table.py prints its benchmark rows with it too."""
     figures_table(rows)
     rows = [r for r in rows if "error" not in r["report"]]
     ratio_lines(rows)
@@ -205,6 +203,14 @@ def main(path):
 
     profile_tables(rows, "profile", "Training step profile", train_flops)
     profile_tables(rows, "sampling_profile", "Sampling step profile", sample_flops)
+
+
+def main(path):
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    for r in rows:  # BENCH_PART=sampling's rounds, named apart
+        if "round" in r:
+            r["name"] += f" [round {r['round']}]"
+    print_tables(rows)
 
 
 if __name__ == "__main__":

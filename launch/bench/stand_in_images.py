@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """stand_in_images.py DIR [COUNT]: COUNT (default 512) random 32x32 RGB PNGs in DIR, for timing the CIFAR-10 config
 where CIFAR-10 is absent (nothing is downloaded at run time): a step's cost does not depend on the pixels. Seeded:
-the same images every time. Plain Python (zlib), no numpy or Pillow."""
+the same images every time, so a folder that holds COUNT of them already is left as it is. Plain Python (zlib), no
+numpy or Pillow."""
 import os
 import random
 import struct
@@ -15,6 +16,8 @@ def chunk(kind, data):
 
 def main(out, count):
     os.makedirs(out, exist_ok=True)
+    if sum(name.endswith(".png") for name in os.listdir(out)) == count:
+        return
     rng = random.Random(0)
     for i in range(count):
         rows = b"".join(b"\0" + bytes(rng.randrange(256) for _ in range(32 * 3)) for _ in range(32))

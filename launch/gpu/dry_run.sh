@@ -39,12 +39,9 @@ grep -q "the binaries prepare.sh built" "$out/run.log" ||
   fail "run.sh would build ddpm on the GPU machine (minutes of device time): run launch/gpu/prepare.sh again"
 ! grep -q "libraries from the machine itself" "$out/run.log" ||
   fail "a library comes from this machine, not from the carried packages or torch (add its package to prepare.sh)"
-status() {  # status NAME [EXPRESSION]: row NAME's status, or the Python expression of its row r
-  "$PYTHON" -c 'import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r["name"] == sys.argv[2]: print(eval(sys.argv[3]) if len(sys.argv) > 3 else r["status"])' "$out/results.jsonl" "$@"
-}
+# shellcheck source=rows.sh
+source "$REPO_ROOT/launch/gpu/rows.sh"
+status() { rows_field "$out/results.jsonl" "$@"; }  # status NAME [EXPRESSION of its row r]
 if [[ -f "$out/results.jsonl" ]]; then
   [[ "$(status dry.cpu_steps)" == ok ]] || fail "the binaries did not train on the CPU with the relocated packages (row dry.cpu_steps)"
   [[ "$(status machine 'r.get("report", {}).get("cuda_available")')" == False ]] ||

@@ -84,7 +84,7 @@ smoke() {  # smoke NAME [ARGS...]: the smoke model on Fashion-MNIST's test split
 cifar() {  # cifar NAME [ARGS...]: the CIFAR-10 config on stand-in images
   local name="$1" images="$WORK/stand_in_images"
   shift
-  [[ -d "$images" ]] || "$PYTHON" "$REPO_ROOT/launch/bench/stand_in_images.py" "$images"
+  "$PYTHON" "$REPO_ROOT/launch/bench/stand_in_images.py" "$images"
   train "$name" "$REPO_ROOT/configs/cifar10.yaml" "$CIFAR_STEPS" --set data.format=folder --set "data.path=$images" \
     --set train.batch_size=128 --set model.dropout=0 --set train.warmup_steps=10 --set train.log_every=5 "$@"
 }

@@ -61,23 +61,9 @@ def bench_rows(rows, phases):
 
 
 def bench_tables(rows, title):
-    if not rows:
-        return
-    print(f"\n## {title}")
-    bench_table.figures_table(rows)
-    good = [r for r in rows if "error" not in r["report"]]
-    bench_table.ratio_lines(good)
-    bench_table.warmup_lines(good)
-    bench_table.sampling_lines(good)
-
-    def train_flops(rep):
-        return 3.0 * rep.get("forward_flops_per_image", 0) * rep.get("batch", 0)
-
-    def sample_flops(rep):
-        return rep.get("forward_flops_per_image", 0) * rep.get("sample_batch", 0)
-
-    bench_table.profile_tables(good, "profile", "Training step profile", train_flops)
-    bench_table.profile_tables(good, "sampling_profile", "Sampling step profile", sample_flops)
+    if rows:
+        print(f"\n## {title}")
+        bench_table.print_tables(rows)
 
 
 def readme_block(rows):

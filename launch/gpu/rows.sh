@@ -14,6 +14,7 @@
 #                                        a JSON object. Its output goes to ROWS_LOGS/NAME.log; a row that is not ok
 #                                        carries the last lines of it
 #   rows_left                            seconds left to the phase (and the run)
+#   rows_field RESULTS NAME [EXPRESSION] a figure of a row, for the scripts and tests that read the results
 #   rows_end                             a count by status; returns 0 when no row failed or timed out
 #
 # A row's line: {"phase", "name", "status", "seconds", "exit", "report"?, "reason"?, "log_tail"?}.
@@ -135,10 +136,23 @@ row() {  # row NAME ESTIMATE CAP CMD...
   esac
   line="$(rows_json "$ROWS_PHASE" "$name" "$status" $((SECONDS - start)) "$code" "$reason" "$log")"
   rows_append "$line"
-  status="$("${PYTHON:-python3}" -c 'import json, sys; print(json.loads(sys.argv[1])["status"])' "$line")"
+  [[ "$line" =~ \"status\":\ \"([a-z]+)\" ]] && status="${BASH_REMATCH[1]}"  # rows_json may have failed an ok
   echo "[rows +${SECONDS}s] $name: $status ($((SECONDS - start)) s)"
   if [[ "$status" != ok ]]; then tail -n 15 "$log" | sed 's/^/    /'; fi
   return 0
+}
+
+rows_field() {  # rows_field RESULTS NAME [EXPRESSION]: a Python expression (default r["status"]) of row NAME's line r
+  # and its report rep, printed; nothing when RESULTS has no such row
+  "${PYTHON:-python3}" - "$@" <<'PY'
+import json, sys
+expression = sys.argv[3] if len(sys.argv) > 3 else 'r["status"]'
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("name") == sys.argv[2]:
+        rep = r.get("report", {})
+        print(eval(expression))
+PY
 }
 
 rows_end() {

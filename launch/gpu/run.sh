@@ -49,11 +49,11 @@ LIMIT="${GPU_RUN_LIMIT:-470}"
 STOP="${GPU_RUN_STOP:-}"
 PYTHON="${PYTHON:-python3}"
 export PYTHON
+[[ "$LIMIT" =~ ^[0-9]+$ ]] || { echo "run.sh: GPU_RUN_LIMIT must be a number of seconds, not '$LIMIT'" >&2; exit 2; }
+[[ "$STOP" =~ ^(|built|first-gpu-call)$ ]] || { echo "run.sh: GPU_RUN_STOP must be built or first-gpu-call, not '$STOP'" >&2; exit 2; }
 mkdir -p "$OUT" "$KEPT"
 exec > >(tee -a "$OUT/run.log") 2>&1
 say() { echo "[run +${SECONDS}s] $*"; }
-[[ "$LIMIT" =~ ^[0-9]+$ ]] || { echo "run.sh: GPU_RUN_LIMIT must be a number of seconds, not '$LIMIT'" >&2; exit 2; }
-[[ "$STOP" =~ ^(|built|first-gpu-call)$ ]] || { echo "run.sh: GPU_RUN_STOP must be built or first-gpu-call, not '$STOP'" >&2; exit 2; }
 
 # 1. The Debian packages ddpm links against, unpacked into a prefix (dpkg -x, never into /), once a machine.
 [[ -d "$CARRIED/debs" ]] || { echo "run.sh: no $CARRIED/debs: run launch/gpu/prepare.sh here and carry .cache/gpu" >&2; exit 1; }
@@ -82,8 +82,7 @@ except ImportError:
     print("- -")
 PY
 )
-[[ "$NCCL_LIB" != - ]] && export LD_LIBRARY_PATH="$(dirname "$NCCL_LIB"):$LD_LIBRARY_PATH"
-# The machine's LibTorch and the CUDA libraries of its wheels (cudart, cuBLAS, cuDNN) first: binaries built
+# The machine's LibTorch and the CUDA libraries of its wheels (cudart, cuBLAS, cuDNN, NCCL) first: binaries built
 # elsewhere find them through the path, not through their RUNPATH (which names this build's folders, and
 # /usr/local/cuda, whose toolkit need not be the one torch was built with).
 TORCH_LIBS="$("$PYTHON" - <<'PY'
@@ -232,8 +231,9 @@ rows_phase peer 140
 bench peer_eager 25 60
 bench peer_compile 90 150
 rows_phase sampling 110
-for key in sampling sampling_graph sampling_peer_eager sampling_peer_compile; do
-  declare -A EST=([sampling]=20 [sampling_graph]=15 [sampling_peer_eager]=20 [sampling_peer_compile]=50)
-  bench "$key" "${EST[$key]}" $((EST[$key] * 3)) BENCH_PART=sampling BENCH_REPEAT=1 BENCH_SAMPLING=1
-done
+SAMPLING_ROW=(BENCH_PART=sampling BENCH_REPEAT=1 BENCH_SAMPLING=1)
+bench sampling 20 60 "${SAMPLING_ROW[@]}"
+bench sampling_graph 15 45 "${SAMPLING_ROW[@]}"
+bench sampling_peer_eager 20 60 "${SAMPLING_ROW[@]}"
+bench sampling_peer_compile 50 150 "${SAMPLING_ROW[@]}"
 rows_end

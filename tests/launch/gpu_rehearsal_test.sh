@@ -25,18 +25,8 @@ require_executables "$TORCH_PYTHON"
 source "$SRC/launch/gpu/rows.sh"
 export GPU_CHECK_DEVICE=cpu GPU_CHECK_STEPS=60 GPU_CHECK_BATCH=8 GPU_CHECK_BITWISE_STEPS=25 GPU_CHECK_DATA="$DATA" GPU_CHECK_WORK="$WORK/checks"
 export ROWS_LOGS="$WORK/logs" OMP_NUM_THREADS=1
-status_of() {  # status_of NAME: the status of row NAME in the results
-  python3 -c 'import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r["name"] == sys.argv[2]: print(r["status"])' "$WORK/results.jsonl" "$1"
-}
-report_of() {  # report_of NAME EXPRESSION: a Python expression of row NAME's report, rep
-  python3 -c 'import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r["name"] == sys.argv[2]: rep = r.get("report", {}); print(eval(sys.argv[3]))' "$WORK/results.jsonl" "$1" "$2"
-}
+status_of() { rows_field "$WORK/results.jsonl" "$1"; }          # status_of NAME
+report_of() { rows_field "$WORK/results.jsonl" "$1" "$2"; }     # report_of NAME EXPRESSION: of its report, rep
 
 rows_begin "$WORK/results.jsonl" 900 >"$WORK/rows.out"
 {

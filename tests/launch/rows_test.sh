@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # launch/gpu/rows.sh, the clock of the GPU run, with stand-in commands: a row that passes, one that fails, one that
 # outlives its cap (its child processes stopped with it), one that exits 0 without a report, one skipped for want of
-# time, the rows kept from an earlier run, the mirror copy; then launch/gpu/results_table.py over the result.
+# time, the rows kept from an earlier run, the mirror copy; run.sh's and bench.sh's refusals of bad settings; then
+# launch/gpu/results_table.py over the result.
 # Usage: rows_test.sh SOURCE_DIR
 set -uo pipefail
 # shellcheck source=../lib.sh
@@ -12,18 +13,8 @@ require_files "$SRC/launch/gpu/rows.sh" "$SRC/launch/gpu/results_table.py"
 require_commands python3 timeout
 # shellcheck source=../../launch/gpu/rows.sh
 source "$SRC/launch/gpu/rows.sh"
-status_of() {  # status_of FILE NAME: the status of row NAME
-  python3 -c 'import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r["name"] == sys.argv[2]: print(r["status"])' "$1" "$2"
-}
-field_of() {  # field_of FILE NAME EXPRESSION: a Python expression of the row r
-  python3 -c 'import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r["name"] == sys.argv[2]: print(eval(sys.argv[3]))' "$1" "$2" "$3"
-}
+status_of() { rows_field "$1" "$2"; }  # status_of FILE NAME
+field_of() { rows_field "$@"; }        # field_of FILE NAME EXPRESSION: of the row r
 
 export ROWS_MIRROR="$WORK/mirror.jsonl" ROWS_LOGS="$WORK/logs"
 : >"$ROWS_MIRROR"
@@ -71,6 +62,12 @@ check "an ok row of the earlier run is kept" test "$(status_of "$WORK/second.jso
 check "a kept row is not run again" test ! -e "$WORK/ran_again"
 check "a kept row keeps its report" test "$(field_of "$WORK/second.jsonl" check.ok 'r["report"]["distance"]')" = 0.01
 check "a failed row runs again" test "$(status_of "$WORK/second.jsonl" check.fails)" = ok
+
+# The command's own settings: a bad value is refused before anything runs.
+expect_exit 2 "GPU_RUN_LIMIT must be a number of seconds, not 'soon'" env GPU_RUN_LIMIT=soon OUT="$WORK/out" bash "$SRC/launch/gpu/run.sh"
+expect_exit 2 "GPU_RUN_STOP must be built or first-gpu-call, not 'later'" env GPU_RUN_STOP=later OUT="$WORK/out" bash "$SRC/launch/gpu/run.sh"
+check "a refused run writes nothing" test ! -e "$WORK/out"
+expect_exit 2 "BENCH_PART must be all or sampling, not 'ours'" env BENCH_PART=ours bash "$SRC/launch/bench/bench.sh" cpu
 
 # The table of a run, from these rows.
 python3 "$SRC/launch/gpu/results_table.py" "$WORK/first.jsonl" >"$WORK/table.txt" 2>&1
